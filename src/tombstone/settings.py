@@ -1,0 +1,101 @@
+"""Process-wide settings read from the environment.
+
+Kafka settings use the ``TOMBSTONE_`` prefix; ``KAFKA_BOOTSTRAP_SERVERS`` is accepted as
+well because most Kafka tooling reads it. When neither is set, the bootstrap address of
+the local broker started by ``tombstone broker start`` is used.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tombstone.errors import ConfigError
+
+
+def cache_dir() -> Path:
+    """Cache outside the repository for broker jars and sample data."""
+    configured = os.environ.get("TOMBSTONE_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tombstone"
+
+
+class KafkaSettings(BaseSettings):
+    """Connection and topic names shared by every tombstone process."""
+
+    model_config = SettingsConfigDict(env_prefix="TOMBSTONE_", frozen=True, extra="ignore")
+
+    bootstrap_servers: str = Field(
+        default="",
+        validation_alias=AliasChoices("TOMBSTONE_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    requests_topic: str = "deletion.requests"
+    proofs_topic: str = "deletion.proofs"
+    dead_letter_topic: str = "deletion.dead-letters"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    delivery_timeout_s: float = Field(default=30.0, gt=0)
+
+    def resolved_bootstrap(self) -> str:
+        """Bootstrap servers from the environment, else from the running local broker."""
+        if self.bootstrap_servers:
+            return self.bootstrap_servers
+        from tombstone.broker.local import LocalBroker
+
+        address = LocalBroker().running_bootstrap()
+        if address:
+            return address
+        raise ConfigError(
+            "No Kafka bootstrap servers configured. Set KAFKA_BOOTSTRAP_SERVERS "
+            "(for example 127.0.0.1:9092) or start a local broker with `tombstone broker start`."
+        )
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka settings common to producers, consumers and admin clients."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.resolved_bootstrap(),
+            "security.protocol": self.security_protocol,
+            "socket.connection.setup.timeout.ms": int(self.connect_timeout_s * 1000),
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            config["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            config["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location:
+            config["ssl.ca.location"] = self.ssl_ca_location
+        return config
+
+
+class PseudonymSettings(BaseSettings):
+    """HMAC key that turns subject keys into pseudonyms on proof records."""
+
+    model_config = SettingsConfigDict(env_prefix="TOMBSTONE_PSEUDONYM_", frozen=True, extra="ignore")
+
+    key: SecretStr | None = None
+    key_id: str = "k1"
+
+    def require_key(self) -> bytes:
+        """The HMAC key as bytes; raises ``ConfigError`` when it is not set."""
+        if self.key is None or not self.key.get_secret_value():
+            raise ConfigError(
+                "TOMBSTONE_PSEUDONYM_KEY is not set. Set it to a secret of at least 32 "
+                "random characters; every worker and the ledger must share it."
+            )
+        secret = self.key.get_secret_value().encode("utf-8")
+        if len(secret) < 16:
+            raise ConfigError(
+                "TOMBSTONE_PSEUDONYM_KEY is shorter than 16 bytes. Use at least 32 random characters."
+            )
+        return secret

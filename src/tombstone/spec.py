@@ -1,0 +1,154 @@
+"""Consumer specs: one TOML file per derived store under ``consumers/``.
+
+String values may reference environment variables as ``${NAME}`` or ``${NAME:-default}``,
+so paths and secrets stay out of the file. Unknown keys are rejected by name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tombstone.errors import ConfigError
+from tombstone.models import Code
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RetryPolicy(_Frozen):
+    """Backoff for a failing store: exponential with jitter, bounded per wait."""
+
+    initial_backoff_s: float = Field(default=0.5, gt=0)
+    max_backoff_s: float = Field(default=30.0, gt=0)
+    jitter_s: float = Field(default=0.5, ge=0)
+    # 0 retries until the store recovers or the worker is stopped: a failing store has no
+    # terminal status, its lag alerts instead.
+    max_attempts: int = Field(default=0, ge=0)
+
+
+class TableMapping(_Frozen):
+    """Where a relational store keeps one data class of one subject type."""
+
+    table: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    data_class: Code
+    subject_type: Code
+    subject_column: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    subject_id_type: Literal["text", "integer"] = "text"
+    updated_at_column: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "updated_at_ms"
+
+
+class SqliteStoreConfig(_Frozen):
+    kind: Literal["sqlite"]
+    path: str
+    tables: list[TableMapping] = Field(min_length=1)
+    busy_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class DuckdbStoreConfig(_Frozen):
+    kind: Literal["duckdb"]
+    path: str
+    tables: list[TableMapping] = Field(min_length=1)
+
+
+class SearchStoreConfig(_Frozen):
+    kind: Literal["search"]
+    path: str
+    writer_heap_mb: int = Field(default=64, ge=16)
+
+
+class ObjectStoreConfig(_Frozen):
+    kind: Literal["objects"]
+    root: str
+
+
+class TopicStoreConfig(_Frozen):
+    kind: Literal["topic"]
+    topic: str
+    data_class: Code
+    refresh_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class NullStoreConfig(_Frozen):
+    """A store that holds nothing; for benchmarks and pipeline tests."""
+
+    kind: Literal["null"]
+
+
+StoreConfig = Annotated[
+    SqliteStoreConfig | DuckdbStoreConfig | SearchStoreConfig | ObjectStoreConfig
+    | TopicStoreConfig | NullStoreConfig,
+    Field(discriminator="kind"),
+]
+
+
+class ConsumerSpec(_Frozen):
+    """Everything one store's worker needs besides the shared Kafka settings."""
+
+    name: Code = Field(description="Store name, as in the inventory and on proofs.")
+    data_classes: list[Code] = Field(min_length=1)
+    group_id: str | None = None
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    poll_timeout_s: float = Field(default=1.0, gt=0)
+    ack_timeout_s: float = Field(default=30.0, gt=0)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    state_dir: str = "${TOMBSTONE_DATA_DIR:-var}/state"
+    retry: RetryPolicy = RetryPolicy()
+    store: StoreConfig
+
+    @property
+    def consumer_group(self) -> str:
+        return self.group_id or f"tombstone.store.{self.name}"
+
+
+def expand_env(value: Any, source: Path) -> Any:
+    """Replace ``${NAME}`` and ``${NAME:-default}`` in every string of a parsed document."""
+    if isinstance(value, dict):
+        return {key: expand_env(item, source) for key, item in value.items()}
+    if isinstance(value, list):
+        return [expand_env(item, source) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{source} references ${{{name}}}, but the environment variable {name} is not set. "
+            f"Set it, or write ${{{name}:-default}} in the file."
+        )
+
+    return _ENV_REFERENCE.sub(replace, value)
+
+
+def load_spec(path: str | Path) -> ConsumerSpec:
+    """Read and validate a consumer spec.
+
+    Raises:
+        ConfigError: the file is missing, is not TOML, or has an invalid or unknown key.
+    """
+    source = Path(path)
+    try:
+        document = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"Consumer spec {source} not found.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Consumer spec {source} is not valid TOML: {exc}.") from None
+    try:
+        return ConsumerSpec.model_validate(expand_env(document, source))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigError(f"Consumer spec {source} is invalid: {problems}.") from None

@@ -1,0 +1,169 @@
+"""The contract every derived store implements, and the receipt book.
+
+A store applies a batch of deletion requests idempotently and reports, per request, what
+it did. The worker calls, in this order::
+
+    outcomes = store.apply(requests)          # deletes, writes receipts
+    remaining = store.count_remaining(requests)  # verification, at or before each cut-off
+
+Cut-off rule: a store deletes only items last written at or before ``request.cutoff_at``.
+A replayed old request therefore never erases data that was legitimately re-created.
+
+Receipts: for each (request, store) the outcome of the first apply is recorded. A request
+that is delivered again (after a crash between apply and offset commit) returns the
+recorded outcome instead of applying twice, so the ledger sees one terminal status. Stores
+with transactions keep receipts in the same transaction as the delete; others use a
+``ReceiptBook`` beside their data.
+"""
+
+from __future__ import annotations
+
+import abc
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tombstone.models import AckStatus, DeletionRequest
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one apply did for one request."""
+
+    status: AckStatus
+    items_affected: int
+    replayed: bool = False
+    reason_code: str | None = None
+
+    @classmethod
+    def from_count(cls, deleted: int) -> Outcome:
+        return cls(AckStatus.DELETED if deleted else AckStatus.ABSENT, deleted)
+
+
+def cutoff_ms(request: DeletionRequest) -> int:
+    """The request's cut-off as epoch milliseconds."""
+    return int(request.cutoff_at.timestamp() * 1000)
+
+
+class Store(abc.ABC):
+    """A derived store that holds copies of subjects' data.
+
+    Constructors only keep configuration; ``open`` connects or opens files.
+    """
+
+    kind: str = "abstract"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Connect to or open the store."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections and file handles."""
+
+    @abc.abstractmethod
+    def apply(self, requests: Sequence[DeletionRequest]) -> dict[str, Outcome]:
+        """Delete each request's data at or before its cut-off; return outcomes by request id.
+
+        Must be idempotent: a request with a receipt returns it with ``replayed=True``.
+
+        Raises:
+            StoreUnavailableError: transient failure; nothing was recorded as applied.
+            PermanentRecordError: a request that can never be applied (the worker
+                dead-letters it; call again without it).
+        """
+
+    @abc.abstractmethod
+    def count_remaining(self, requests: Sequence[DeletionRequest]) -> dict[str, int]:
+        """Count, by request id, the items still present at or before each cut-off."""
+
+    @abc.abstractmethod
+    def scan_subject(self, subject_key: str) -> int:
+        """Count every item of a subject, whatever its time, for independent audits."""
+
+    def __enter__(self) -> Store:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class ReceiptBook:
+    """Outcomes of applied requests in a small SQLite file, for stores without transactions.
+
+    A receipt is written after the store's delete and before the ack is sent. A crash
+    between the two leaves no receipt, so the replay applies again, finds nothing and
+    reports ``ABSENT``: still exactly one ack for the request and store.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        ensure_receipt_table(self._db)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError(f"Receipt book {self.path} is not open; call open() first.")
+        return self._db
+
+    def lookup(self, request_ids: Iterable[str]) -> dict[str, Outcome]:
+        return lookup_receipts(self.db, request_ids)
+
+    def record(self, outcomes: dict[str, Outcome]) -> None:
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            record_receipts(self.db, outcomes)
+
+
+RECEIPT_TABLE = "tombstone_receipts"
+
+
+def ensure_receipt_table(db: sqlite3.Connection) -> None:
+    """Create the receipt table in a SQLite database when it is missing."""
+    db.execute(
+        f"CREATE TABLE IF NOT EXISTS {RECEIPT_TABLE} ("
+        " request_id TEXT PRIMARY KEY, status TEXT NOT NULL,"
+        " items_affected INTEGER NOT NULL, applied_at_ms INTEGER NOT NULL)"
+    )
+
+
+def lookup_receipts(db: sqlite3.Connection, request_ids: Iterable[str]) -> dict[str, Outcome]:
+    ids = list(request_ids)
+    found: dict[str, Outcome] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = db.execute(
+            f"SELECT request_id, status, items_affected FROM {RECEIPT_TABLE} "
+            f"WHERE request_id IN ({marks})", chunk,
+        )
+        for request_id, status, items in rows:
+            found[request_id] = Outcome(AckStatus(status), items, replayed=True)
+    return found
+
+
+def record_receipts(db: sqlite3.Connection, outcomes: dict[str, Outcome]) -> None:
+    """Insert receipts inside the caller's transaction; existing receipts are kept."""
+    now = int(time.time() * 1000)
+    db.executemany(
+        f"INSERT OR IGNORE INTO {RECEIPT_TABLE} VALUES (?, ?, ?, ?)",
+        [(rid, o.status.value, o.items_affected, now) for rid, o in outcomes.items() if not o.replayed],
+    )

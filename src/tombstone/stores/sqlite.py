@@ -1,0 +1,125 @@
+"""SQLite table store: deletes rows in one transaction per batch, receipts included."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from tombstone.errors import PermanentRecordError, StoreUnavailableError
+from tombstone.models import DeletionRequest
+from tombstone.spec import SqliteStoreConfig, TableMapping
+from tombstone.stores.base import (
+    Outcome,
+    Store,
+    cutoff_ms,
+    ensure_receipt_table,
+    lookup_receipts,
+    record_receipts,
+)
+
+
+def bind_subject_id(mapping: TableMapping, request: DeletionRequest) -> str | int:
+    """Convert a subject id to the column's type, so a mismatch cannot match zero rows silently."""
+    if mapping.subject_id_type == "text":
+        return request.subject_id
+    try:
+        return int(request.subject_id, 10)
+    except ValueError:
+        raise PermanentRecordError(
+            "subject_id_type",
+            f"Table {mapping.table} keys subjects by an integer column, but the subject id of "
+            f"request {request.request_id} is not a decimal integer. Fix the request's subject id.",
+            request.request_id,
+        ) from None
+
+
+class SqliteStore(Store):
+    kind = "sqlite"
+
+    def __init__(self, name: str, config: SqliteStoreConfig) -> None:
+        super().__init__(name)
+        self.config = config
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        path = Path(self.config.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=self.config.busy_timeout_s, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        ensure_receipt_table(self._db)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError(f"Store {self.name} is not open; call open() first.")
+        return self._db
+
+    def _mappings(self, request: DeletionRequest) -> list[TableMapping]:
+        return [
+            m for m in self.config.tables
+            if m.data_class == request.data_class and m.subject_type == request.subject_type
+        ]
+
+    def apply(self, requests: Sequence[DeletionRequest]) -> dict[str, Outcome]:
+        # Bind every id first: a bad one fails before the transaction starts.
+        bound = {r.request_id: [(m, bind_subject_id(m, r)) for m in self._mappings(r)]
+                 for r in requests}
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                outcomes = lookup_receipts(self.db, bound)
+                for request in requests:
+                    if request.request_id in outcomes:
+                        continue
+                    deleted = 0
+                    for mapping, subject_id in bound[request.request_id]:
+                        cursor = self.db.execute(
+                            f'DELETE FROM "{mapping.table}" WHERE "{mapping.subject_column}" = ? '
+                            f'AND "{mapping.updated_at_column}" <= ?',
+                            (subject_id, cutoff_ms(request)),
+                        )
+                        deleted += cursor.rowcount
+                    outcomes[request.request_id] = Outcome.from_count(deleted)
+                record_receipts(self.db, outcomes)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(f"SQLite store {self.name} failed: {exc}") from exc
+        return outcomes
+
+    def count_remaining(self, requests: Sequence[DeletionRequest]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        try:
+            for request in requests:
+                total = 0
+                for mapping in self._mappings(request):
+                    row = self.db.execute(
+                        f'SELECT count(*) FROM "{mapping.table}" WHERE "{mapping.subject_column}" = ? '
+                        f'AND "{mapping.updated_at_column}" <= ?',
+                        (bind_subject_id(mapping, request), cutoff_ms(request)),
+                    ).fetchone()
+                    total += row[0]
+                counts[request.request_id] = total
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(f"SQLite store {self.name} failed: {exc}") from exc
+        return counts
+
+    def scan_subject(self, subject_key: str) -> int:
+        subject_type, _, subject_id = subject_key.partition(":")
+        total = 0
+        for mapping in self.config.tables:
+            if mapping.subject_type != subject_type:
+                continue
+            if mapping.subject_id_type == "integer" and not subject_id.isdecimal():
+                continue
+            value = subject_id if mapping.subject_id_type == "text" else int(subject_id)
+            row = self.db.execute(
+                f'SELECT count(*) FROM "{mapping.table}" WHERE "{mapping.subject_column}" = ?', (value,)
+            ).fetchone()
+            total += row[0]
+        return total
