@@ -118,8 +118,17 @@ class DeletionRequest(BaseModel):
 
     @property
     def subject_key(self) -> str:
-        """Kafka key and store key of the subject, such as ``customer:17``."""
+        """Key of the subject in stores and proofs, such as ``customer:17``."""
         return f"{self.subject_type}:{self.subject_id}"
+
+    @property
+    def kafka_key(self) -> str:
+        """Key on the requests topic: subject key and data class, such as ``customer:17/billing``.
+
+        Compaction keeps one value per key. Keying by subject alone would let a request for
+        one data class replace an unread request for another class of the same subject.
+        """
+        return f"{self.subject_key}/{self.data_class}"
 
 
 class DeletionAck(BaseModel):
@@ -181,7 +190,8 @@ def parse_subject_key(subject_key: str) -> tuple[str, str]:
         InvalidRequestError: the key has no ``:``, or a part is empty, too long or holds
             control characters.
     """
-    check_subject_part(subject_key, "subject")
+    # The byte limit applies to the id alone, as in DeletionRequest.subject_id, so every
+    # subject that a valid request carries can be parsed back from its key.
     subject_type, sep, subject_id = subject_key.partition(":")
     if not sep or not subject_type:
         raise InvalidRequestError(

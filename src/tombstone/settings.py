@@ -29,7 +29,8 @@ def cache_dir() -> Path:
 class KafkaSettings(BaseSettings):
     """Connection and topic names shared by every tombstone process."""
 
-    model_config = SettingsConfigDict(env_prefix="TOMBSTONE_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TOMBSTONE_", frozen=True, extra="ignore",
+                                      populate_by_name=True)
 
     bootstrap_servers: str = Field(
         default="",

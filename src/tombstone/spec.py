@@ -100,7 +100,9 @@ class ConsumerSpec(_Frozen):
     poll_timeout_s: float = Field(default=1.0, gt=0)
     ack_timeout_s: float = Field(default=30.0, gt=0)
     metrics_port: int = Field(default=0, ge=0, le=65535)
-    state_dir: str = "${TOMBSTONE_DATA_DIR:-var}/state"
+    state_dir: str = Field(
+        default_factory=lambda: os.path.join(os.environ.get("TOMBSTONE_DATA_DIR", "var"), "state"),
+        description="Worker-local state such as receipt books of stores without transactions.")
     retry: RetryPolicy = RetryPolicy()
     store: StoreConfig
 
@@ -120,10 +122,13 @@ def expand_env(value: Any, source: Path) -> Any:
 
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
-        if name in os.environ:
-            return os.environ[name]
-        if default is not None:
+        configured = os.environ.get(name)
+        # As in POSIX shells, ":-" also replaces an empty value, so an exported but empty
+        # TOMBSTONE_DATA_DIR cannot turn "${TOMBSTONE_DATA_DIR:-var}/exports" into "/exports".
+        if default is not None and not configured:
             return default
+        if configured is not None:
+            return configured
         raise ConfigError(
             f"{source} references ${{{name}}}, but the environment variable {name} is not set. "
             f"Set it, or write ${{{name}:-default}} in the file."

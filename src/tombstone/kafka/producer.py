@@ -36,7 +36,7 @@ class Delivery:
     """One record handed to the producer and what the broker said about it."""
 
     topic: str
-    key: bytes
+    key: bytes | None
     value: bytes | None
     headers: Headers | None
     error: KafkaError | None = None
@@ -103,7 +103,7 @@ class DurableProducer:
         else:
             logger.error("Producer error: %s: %s", code_name(error), error.str())
 
-    def send(self, topic: str, key: bytes | str, value: bytes, headers: Headers | None = None) -> Delivery:
+    def send(self, topic: str, key: bytes | str | None, value: bytes, headers: Headers | None = None) -> Delivery:
         """Queue one record with a non-empty value; confirm it with ``confirm``."""
         if value is None or not isinstance(value, bytes | bytearray) or len(value) == 0:
             raise ValueError(
@@ -232,5 +232,7 @@ class DurableProducer:
         return self._producer.flush(timeout_s)
 
 
-def _as_bytes(key: bytes | str) -> bytes:
+def _as_bytes(key: bytes | str | None) -> bytes | None:
+    if key is None:
+        return None
     return key.encode("utf-8") if isinstance(key, str) else bytes(key)

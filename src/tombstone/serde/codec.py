@@ -101,7 +101,8 @@ class AvroCodec:
         if value is None:
             raise DecodeError("null_value", "The value is a Kafka tombstone (null), not a record.")
         if len(value) < HEADER_SIZE:
-            reason = "truncated" if value == MAGIC[: len(value)] else "bad_magic"
+            # A value cut inside the fingerprint still starts with the marker, so it is truncated.
+            reason = "truncated" if MAGIC.startswith(value[: len(MAGIC)]) else "bad_magic"
             raise DecodeError(reason, f"The value is {len(value)} bytes, shorter than the header.")
         if value[:2] != MAGIC:
             raise DecodeError(

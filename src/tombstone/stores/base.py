@@ -10,10 +10,11 @@ Cut-off rule: a store deletes only items last written at or before ``request.cut
 A replayed old request therefore never erases data that was legitimately re-created.
 
 Receipts: for each (request, store) the outcome of the first apply is recorded. A request
-that is delivered again (after a crash between apply and offset commit) returns the
-recorded outcome instead of applying twice, so the ledger sees one terminal status. Stores
-with transactions keep receipts in the same transaction as the delete; others use a
-``ReceiptBook`` beside their data.
+that is delivered again (after a crash between apply and offset commit) reports the
+recorded outcome, so the ledger sees one terminal status. The delete itself runs again:
+at the same cut-off it finds nothing, and after a failed verification it removes what a
+concurrent writer left behind. Stores with transactions keep receipts in the same
+transaction as the delete; others use a ``ReceiptBook`` beside their data.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tombstone.models import AckStatus, DeletionRequest
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,15 @@ class Outcome:
 
 
 def cutoff_ms(request: DeletionRequest) -> int:
-    """The request's cut-off as epoch milliseconds."""
-    return int(request.cutoff_at.timestamp() * 1000)
+    """Convert the request's cut-off to epoch milliseconds, rounding down.
+
+    Integer arithmetic, because ``timestamp() * 1000`` is a float product that can land
+    just below the exact millisecond (2038-07-12T11:33:25.140Z gives ...139), so an item
+    written exactly at the cut-off would survive. A naive cut-off is taken as local time,
+    as ``datetime.timestamp`` does.
+    """
+    since_epoch = request.cutoff_at.astimezone(UTC) - _EPOCH
+    return since_epoch // timedelta(milliseconds=1)
 
 
 class Store(abc.ABC):
@@ -70,7 +81,8 @@ class Store(abc.ABC):
     def apply(self, requests: Sequence[DeletionRequest]) -> dict[str, Outcome]:
         """Delete each request's data at or before its cut-off; return outcomes by request id.
 
-        Must be idempotent: a request with a receipt returns it with ``replayed=True``.
+        Must be idempotent: a request with a receipt runs its delete again but returns
+        the receipt's outcome with ``replayed=True``.
 
         Raises:
             StoreUnavailableError: transient failure; nothing was recorded as applied.

@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from tombstone.errors import PermanentRecordError, StoreUnavailableError
+from tombstone.errors import StoreUnavailableError
 from tombstone.models import DeletionRequest
 from tombstone.spec import SqliteStoreConfig, TableMapping
 from tombstone.stores.base import (
@@ -17,24 +17,12 @@ from tombstone.stores.base import (
     lookup_receipts,
     record_receipts,
 )
-
-
-def bind_subject_id(mapping: TableMapping, request: DeletionRequest) -> str | int:
-    """Convert a subject id to the column's type, so a mismatch cannot match zero rows silently."""
-    if mapping.subject_id_type == "text":
-        return request.subject_id
-    try:
-        return int(request.subject_id, 10)
-    except ValueError:
-        raise PermanentRecordError(
-            "subject_id_type",
-            f"Table {mapping.table} keys subjects by an integer column, but the subject id of "
-            f"request {request.request_id} is not a decimal integer. Fix the request's subject id.",
-            request.request_id,
-        ) from None
+from tombstone.stores.binding import bind_subject_id, parse_integer_id
 
 
 class SqliteStore(Store):
+    """Tables in one SQLite file. A NULL update time counts as before every cut-off."""
+
     kind = "sqlite"
 
     def __init__(self, name: str, config: SqliteStoreConfig) -> None:
@@ -76,17 +64,16 @@ class SqliteStore(Store):
                 self.db.execute("BEGIN IMMEDIATE")
                 outcomes = lookup_receipts(self.db, bound)
                 for request in requests:
-                    if request.request_id in outcomes:
-                        continue
                     deleted = 0
                     for mapping, subject_id in bound[request.request_id]:
                         cursor = self.db.execute(
                             f'DELETE FROM "{mapping.table}" WHERE "{mapping.subject_column}" = ? '
-                            f'AND "{mapping.updated_at_column}" <= ?',
+                            f'AND coalesce("{mapping.updated_at_column}", 0) <= ?',
                             (subject_id, cutoff_ms(request)),
                         )
                         deleted += cursor.rowcount
-                    outcomes[request.request_id] = Outcome.from_count(deleted)
+                    # A receipt wins: the ledger must see the first apply's outcome again.
+                    outcomes.setdefault(request.request_id, Outcome.from_count(deleted))
                 record_receipts(self.db, outcomes)
         except sqlite3.OperationalError as exc:
             raise StoreUnavailableError(f"SQLite store {self.name} failed: {exc}") from exc
@@ -100,7 +87,7 @@ class SqliteStore(Store):
                 for mapping in self._mappings(request):
                     row = self.db.execute(
                         f'SELECT count(*) FROM "{mapping.table}" WHERE "{mapping.subject_column}" = ? '
-                        f'AND "{mapping.updated_at_column}" <= ?',
+                        f'AND coalesce("{mapping.updated_at_column}", 0) <= ?',
                         (bind_subject_id(mapping, request), cutoff_ms(request)),
                     ).fetchone()
                     total += row[0]
@@ -115,9 +102,11 @@ class SqliteStore(Store):
         for mapping in self.config.tables:
             if mapping.subject_type != subject_type:
                 continue
-            if mapping.subject_id_type == "integer" and not subject_id.isdecimal():
+            value: str | int | None = subject_id
+            if mapping.subject_id_type == "integer":
+                value = parse_integer_id(subject_id)
+            if value is None:
                 continue
-            value = subject_id if mapping.subject_id_type == "text" else int(subject_id)
             row = self.db.execute(
                 f'SELECT count(*) FROM "{mapping.table}" WHERE "{mapping.subject_column}" = ?', (value,)
             ).fetchone()

@@ -1,0 +1,201 @@
+"""The ``tombstone`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from tombstone.errors import ConfigError, InvalidRequestError, TombstoneError
+
+logger = logging.getLogger("tombstone.cli")
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _broker(args: argparse.Namespace) -> int:
+    from tombstone.broker.local import LocalBroker
+
+    broker = LocalBroker(Path(args.state_dir) if args.state_dir else None)
+    if args.action == "start":
+        print(broker.start(timeout_s=args.timeout_s))
+    elif args.action == "stop":
+        print("stopped" if broker.stop() else "not running")
+    else:
+        status = broker.status()
+        print(json.dumps(status) if args.json else
+              (f"running at {status['bootstrap']} (pid {status['pid']})" if status["running"] else "not running"))
+        return 0 if status["running"] else 3
+    return 0
+
+
+def _topics(args: argparse.Namespace) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    from tombstone.kafka.admin import ensure_topics, pipeline_topics
+    from tombstone.settings import KafkaSettings
+
+    kafka = KafkaSettings()
+    admin = AdminClient(kafka.client_config())
+    specs = pipeline_topics(kafka, args.partitions, args.replication_factor,
+                            int(args.max_worker_outage_h * 3600 * 1000))
+    created = ensure_topics(admin, specs, kafka.connect_timeout_s)
+    for spec in specs:
+        print(f"{spec.name}: {'created' if spec.name in created else 'exists'}")
+    return 0
+
+
+def _request(args: argparse.Namespace) -> int:
+    from tombstone.requester import Requester, new_request
+    from tombstone.settings import KafkaSettings
+
+    cutoff = datetime.fromisoformat(args.cutoff_at) if args.cutoff_at else None
+    request = new_request(args.subject, args.data_class, args.reason, args.requested_by,
+                          cutoff_at=cutoff, grace_period_ms=int(args.grace_period_s * 1000))
+    requester = Requester(KafkaSettings(), client_id="tombstone-cli")
+    try:
+        requester.submit([request])
+    finally:
+        requester.close()
+    print(request.request_id)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from tombstone.worker.main import run_worker
+
+    return run_worker(args.spec, metrics_port=args.metrics_port, stop=_stop_on_signals())
+
+
+def _proof_show(args: argparse.Namespace) -> int:
+    from tombstone.inventory import default_inventory_path, load_inventory
+    from tombstone.ledger.ledger import Ledger
+    from tombstone.ledger.render import render_table
+    from tombstone.pseudonym import Pseudonymizer
+    from tombstone.settings import KafkaSettings, PseudonymSettings
+
+    inventory = load_inventory(args.inventory or default_inventory_path())
+    settings = PseudonymSettings()
+    pseudonymizer = Pseudonymizer.from_settings(settings) if settings.key else None
+    ledger = Ledger(inventory, KafkaSettings(), pseudonymizer)
+    try:
+        ledger.refresh(args.timeout_s)
+        views = ledger.find(args.query)
+    finally:
+        ledger.close()
+    if not views:
+        print(f"No deletion request matches {args.query!r}.", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps([v.to_dict(ledger.pseudonym_of(v)) for v in views], indent=2))
+    else:
+        print(render_table(views))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tombstone.demo.run import run_demo
+
+    return run_demo(json_output=args.json, customers=args.customers, keep=args.keep)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: object) -> None:
+        logger.info("Received %s; finishing the current step", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tombstone", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for DEBUG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    broker = sub.add_parser("broker", help="run a local single-node Kafka broker for development")
+    broker.add_argument("action", choices=["start", "stop", "status"])
+    broker.add_argument("--state-dir", help="broker state directory (default: the cache directory)")
+    broker.add_argument("--timeout-s", type=float, default=90.0, help="start-up timeout in seconds")
+    broker.add_argument("--json", action="store_true", help="print status as JSON")
+    broker.set_defaults(handler=_broker)
+
+    topics = sub.add_parser("topics", help="create the requests, proofs and dead-letter topics")
+    topics.add_argument("action", choices=["create"])
+    topics.add_argument("--partitions", type=int, default=3, help="partitions per topic")
+    topics.add_argument("--replication-factor", type=int, default=1, help="replicas per partition")
+    topics.add_argument("--max-worker-outage-h", type=float, default=168.0,
+                        help="longest tolerated worker outage in hours; sets min.compaction.lag.ms")
+    topics.set_defaults(handler=_topics)
+
+    request = sub.add_parser("request", help="request deletion of a subject's data; prints the request id")
+    request.add_argument("--subject", required=True, help="subject key TYPE:ID, such as customer:17")
+    request.add_argument("--data-class", required=True, help="data class from the inventory")
+    request.add_argument("--reason", required=True, help="reason code, such as user_request")
+    request.add_argument("--requested-by", default="cli", help="principal issuing the request")
+    request.add_argument("--cutoff-at", help="ISO 8601 time; data written later is kept (default: now)")
+    request.add_argument("--grace-period-s", type=float, default=0.0, help="grace period in seconds")
+    request.set_defaults(handler=_request)
+
+    worker = sub.add_parser("worker", help="run the worker of one store")
+    worker.add_argument("spec", help="consumer spec, such as consumers/search.toml")
+    worker.add_argument("--metrics-port", type=int, help="override the spec's metrics port (0: any free port)")
+    worker.set_defaults(handler=_worker)
+
+    proof = sub.add_parser("proof", help="show deletion proof per store")
+    proof_sub = proof.add_subparsers(dest="proof_command", required=True)
+    show = proof_sub.add_parser("show", help="proof of a request id, or of every request of a subject")
+    show.add_argument("query", help="request id, or subject key TYPE:ID")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.add_argument("--inventory", help="inventory file (default: TOMBSTONE_INVENTORY or deploy/inventory.toml)")
+    show.add_argument("--timeout-s", type=float, default=30.0, help="time to read the topics")
+    show.set_defaults(handler=_proof_show)
+
+    demo = sub.add_parser("demo", help="run the Chinook demo end to end on a local broker")
+    demo.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
+    demo.add_argument("--customers", type=int, default=8, help="customers to delete")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's data directory")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # Workers log their milestones at INFO by default; one-shot commands stay quiet.
+    configure_logging(max(args.verbose, 1) if args.command in ("worker",) else args.verbose)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (InvalidRequestError, ConfigError) as exc:
+        print(f"tombstone: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"tombstone: error: invalid input: {problems}", file=sys.stderr)
+        return EXIT_USAGE
+    except TombstoneError as exc:
+        print(f"tombstone: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

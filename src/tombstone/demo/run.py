@@ -1,0 +1,214 @@
+"""``tombstone demo``: the whole pipeline on the Chinook sample data.
+
+Steps: start (or reuse) a broker, create topics, load Chinook into every embedded store,
+request deletion of some customers, run one worker process per store, wait until the
+ledger reports every request complete, stop the workers, scan every store independently
+of the workers, print the proof table, and stop what the demo started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+
+from tombstone.broker.local import LocalBroker, free_port
+from tombstone.demo.chinook import load_chinook
+from tombstone.demo.load import DEMO_DATA_CLASSES, load_stores, open_store, scan_subjects
+from tombstone.demo.processes import WorkerProcess, failed_workers, start_worker, stop_workers
+from tombstone.errors import TombstoneError
+from tombstone.inventory import default_inventory_path, load_inventory
+from tombstone.kafka.admin import TopicSpec, ensure_topics, pipeline_topics
+from tombstone.ledger.ledger import Ledger
+from tombstone.ledger.render import render_table
+from tombstone.models import DeletionRequest
+from tombstone.pseudonym import Pseudonymizer
+from tombstone.requester import Requester, new_request
+from tombstone.settings import KafkaSettings
+from tombstone.spec import ConsumerSpec, load_spec
+
+logger = logging.getLogger(__name__)
+
+CONSUMERS_DIR = Path(__file__).resolve().parents[3] / "consumers"
+
+
+@dataclass
+class DemoRun:
+    run_dir: Path
+    env: dict[str, str]
+    specs: dict[str, tuple[Path, ConsumerSpec]] = field(default_factory=dict)
+    workers: list[WorkerProcess] = field(default_factory=list)
+    broker: LocalBroker | None = None
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_demo(json_output: bool = False, customers: int = 8, keep: bool = False,
+             timeout_s: float = 180.0) -> int:
+    """Run the demo; return 0 when every request is complete and nothing remains."""
+    run = DemoRun(Path(tempfile.mkdtemp(prefix="tombstone-demo-")), {})
+    try:
+        summary = _run(run, customers, timeout_s)
+    finally:
+        if run.workers:
+            stop_workers(run.workers)
+        if run.broker is not None:
+            run.broker.stop()
+            _say("Stopped the demo's Kafka broker.")
+        if keep:
+            _say(f"Kept the demo's data in {run.run_dir}")
+        else:
+            shutil.rmtree(run.run_dir, ignore_errors=True)
+    if json_output:
+        print(json.dumps(summary, sort_keys=True))
+    ok = summary["complete"] == summary["requests"] and summary["remaining_after_scan"] == 0
+    return 0 if ok else 1
+
+
+def _run(run: DemoRun, customers: int, timeout_s: float) -> dict[str, Any]:
+    # Step 1. Broker, environment, topics.
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or _start_broker(run)
+    _prepare_env(run, bootstrap)
+    kafka = KafkaSettings()
+    _create_topics(kafka, run.env["TOMBSTONE_PROFILES_TOPIC"])
+
+    # Step 2. Load Chinook into every store.
+    data = load_chinook()
+    _say(f"Loaded Chinook from {data.source}: {len(data.customers)} customers, {len(data.invoices)} invoices.")
+    run.specs = {spec.name: (path, spec) for path in sorted(CONSUMERS_DIR.glob("*.toml"))
+                 for spec in [load_spec(path)]}
+    load_stores([spec for _, spec in run.specs.values()], kafka, data)
+
+    # Step 3. Request deletions, then start one worker per store.
+    chosen = _choose_customers(data.customers, customers)
+    requests = _request_deletions(kafka, chosen)
+    log_dir = run.run_dir / "logs"
+    log_dir.mkdir()
+    for name, (path, _) in run.specs.items():
+        run.workers.append(start_worker(name, path, run.env, log_dir, free_port()))
+    _say(f"Started {len(run.workers)} workers: {', '.join(run.specs)}.")
+
+    # Step 4. Wait for complete proof.
+    inventory = load_inventory(default_inventory_path())
+    ledger = Ledger(inventory, kafka, Pseudonymizer.from_settings())
+    try:
+        views = _wait_for_proof(ledger, run, requests, timeout_s)
+    finally:
+        ledger.close()
+
+    # Step 5. Stop the workers, then scan every store without them.
+    codes = stop_workers(run.workers)
+    run.workers = []
+    bad = {name: code for name, code in codes.items() if code != 0}
+    if bad:
+        raise TombstoneError(f"Workers exited with non-zero status: {bad}")
+    subjects = [f"customer:{c['customer_id']}" for c in chosen]
+    kept = [f"customer:{c['customer_id']}" for c in data.customers if c not in chosen]
+    remaining = {name: scan_subjects(open_store(spec, kafka), subjects) for name, (_, spec) in run.specs.items()}
+    still_kept = {name: scan_subjects(open_store(spec, kafka), kept) for name, (_, spec) in run.specs.items()}
+
+    print(render_table(views))
+    return _summary(data, requests, views, remaining, still_kept)
+
+
+def _start_broker(run: DemoRun) -> str:
+    broker = LocalBroker()
+    if broker.running_bootstrap():
+        return broker.running_bootstrap() or ""
+    _say("Starting a local Kafka broker (the first run fetches its jars with Maven)...")
+    bootstrap = broker.start()
+    run.broker = broker
+    _say(f"Kafka broker ready at {bootstrap}.")
+    return bootstrap
+
+
+def _prepare_env(run: DemoRun, bootstrap: str) -> None:
+    # Topic names unique to this run, so a reused broker never mixes runs.
+    suffix = uuid.uuid4().hex[:8]
+    run.env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "TOMBSTONE_DATA_DIR": str(run.run_dir / "data"),
+        "TOMBSTONE_REQUESTS_TOPIC": f"demo-{suffix}.deletion.requests",
+        "TOMBSTONE_PROOFS_TOPIC": f"demo-{suffix}.deletion.proofs",
+        "TOMBSTONE_DEAD_LETTER_TOPIC": f"demo-{suffix}.deletion.dead-letters",
+        "TOMBSTONE_PROFILES_TOPIC": f"demo-{suffix}.customer.profiles",
+        "TOMBSTONE_PSEUDONYM_KEY": secrets.token_urlsafe(32),
+        "TOMBSTONE_PSEUDONYM_KEY_ID": f"demo-{suffix}",
+        "TOMBSTONE_INVENTORY": str(default_inventory_path()),
+    }
+    os.environ.update(run.env)
+
+
+def _create_topics(kafka: KafkaSettings, profiles_topic: str) -> None:
+    specs = pipeline_topics(kafka, partitions=3)
+    specs.append(TopicSpec(profiles_topic, 3, 1, {"cleanup.policy": "compact"}))
+    ensure_topics(AdminClient(kafka.client_config()), specs)
+
+
+def _choose_customers(customers: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    if not 1 <= count <= len(customers):
+        raise TombstoneError(f"--customers must be between 1 and {len(customers)}, got {count}.")
+    step = len(customers) // count
+    return [customers[i * step] for i in range(count)]
+
+
+def _request_deletions(kafka: KafkaSettings, chosen: list[dict[str, Any]]) -> list[DeletionRequest]:
+    requests = [new_request(f"customer:{c['customer_id']}", data_class, "user_request", "demo")
+                for c in chosen for data_class in DEMO_DATA_CLASSES]
+    requester = Requester(kafka, client_id="tombstone-demo")
+    try:
+        requester.submit(requests)
+    finally:
+        requester.close()
+    _say(f"Requested deletion of {len(chosen)} customers: {len(requests)} requests confirmed by the broker.")
+    return requests
+
+
+def _wait_for_proof(ledger: Ledger, run: DemoRun, requests: list[DeletionRequest], timeout_s: float) -> list:
+    deadline = time.monotonic() + timeout_s
+    ids = [r.request_id for r in requests]
+    while True:
+        ledger.refresh()
+        views = [ledger.state.view(rid) for rid in ids]
+        done = sum(1 for v in views if v is not None and v.complete)
+        dead = failed_workers(run.workers)
+        if dead:
+            raise TombstoneError(f"Worker {dead[0].name} exited early. Its log ends with:\n{dead[0].tail()}")
+        if done == len(ids):
+            _say(f"Ledger: {done} of {len(ids)} requests complete.")
+            return [v for v in views if v is not None]
+        if time.monotonic() > deadline:
+            raise TombstoneError(f"Only {done} of {len(ids)} requests were complete after {timeout_s:.0f} s.")
+        time.sleep(0.5)
+
+
+def _summary(data: Any, requests: list[DeletionRequest], views: list, remaining: dict[str, int],
+             kept: dict[str, int]) -> dict[str, Any]:
+    stores: dict[str, Any] = {}
+    for name in sorted(remaining):
+        counts = Counter(row.status.value for v in views for row in v.rows if row.store == name and row.status)
+        stores[name] = {"status_counts": dict(sorted(counts.items())),
+                        "remaining_after_scan": remaining[name],
+                        "kept_items_of_other_customers": kept[name]}
+    return {
+        "requests": len(requests),
+        "complete": sum(1 for v in views if v.complete),
+        "customers_loaded": len(data.customers),
+        "invoices_loaded": len(data.invoices),
+        "remaining_after_scan": sum(remaining.values()),
+        "stores": stores,
+    }

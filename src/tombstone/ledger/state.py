@@ -1,0 +1,124 @@
+"""Ledger state: requests × inventory × acks → per-request completion.
+
+A request is complete when every store that the inventory names for its data class has
+acked a terminal status. An ack for the same (request, store) replaces the earlier one,
+as compaction of the proofs topic would, so each pair holds exactly one status.
+
+When compaction has replaced request A by a later request B with the same key, a worker
+that was behind never reads A. A is then counted complete, as superseded, once B is
+complete and B's cut-off is not earlier than A's, because B's delete covers A's data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from tombstone.inventory import Inventory
+from tombstone.models import TERMINAL_STATUSES, AckStatus, DeletionAck, DeletionRequest
+
+
+@dataclass(frozen=True)
+class StoreRow:
+    """What the ledger knows of one request in one store."""
+
+    store: str
+    status: AckStatus | None
+    items_affected: int | None = None
+    remaining: int | None = None
+    applied_at: datetime | None = None
+    worker: str | None = None
+    expected: bool = True
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "store": self.store,
+            "status": self.status.value if self.status else "PENDING",
+            "items_affected": self.items_affected,
+            "remaining": self.remaining,
+            "applied_at": self.applied_at.isoformat() if self.applied_at else None,
+            "worker": self.worker,
+            "expected": self.expected,
+        }
+
+
+@dataclass(frozen=True)
+class RequestView:
+    request: DeletionRequest
+    rows: list[StoreRow]
+    complete: bool
+    superseded_by: str | None = None
+
+    def to_dict(self, pseudonym: str | None = None) -> dict[str, object]:
+        return {
+            "request_id": self.request.request_id,
+            "subject_pseudonym": pseudonym,
+            "data_class": self.request.data_class,
+            "reason": self.request.reason,
+            "requested_at": self.request.requested_at.isoformat(),
+            "complete": self.complete,
+            "superseded_by": self.superseded_by,
+            "stores": [row.to_dict() for row in self.rows],
+        }
+
+
+@dataclass
+class LedgerState:
+    inventory: Inventory
+    requests: dict[str, DeletionRequest] = field(default_factory=dict)
+    acks: dict[tuple[str, str], DeletionAck] = field(default_factory=dict)
+    # Request ids per requests-topic key, in arrival order.
+    by_key: dict[str, list[str]] = field(default_factory=dict)
+
+    def add_request(self, request: DeletionRequest) -> None:
+        if request.request_id in self.requests:
+            return
+        self.requests[request.request_id] = request
+        self.by_key.setdefault(request.kafka_key, []).append(request.request_id)
+
+    def add_ack(self, ack: DeletionAck) -> None:
+        self.acks[(ack.request_id, ack.store)] = ack
+
+    def rows(self, request: DeletionRequest) -> list[StoreRow]:
+        expected = self.inventory.stores_for(request.data_class)
+        rows = [self._row(request.request_id, store, True) for store in expected]
+        extra = sorted(s for (rid, s) in self.acks if rid == request.request_id and s not in expected)
+        rows.extend(self._row(request.request_id, store, False) for store in extra)
+        return rows
+
+    def _row(self, request_id: str, store: str, expected: bool) -> StoreRow:
+        ack = self.acks.get((request_id, store))
+        if ack is None:
+            return StoreRow(store, None, expected=expected)
+        return StoreRow(store, ack.status, ack.items_affected, ack.remaining, ack.applied_at,
+                        ack.worker, expected)
+
+    def _own_complete(self, request: DeletionRequest) -> bool:
+        rows = [row for row in self.rows(request) if row.expected]
+        return bool(rows) and all(row.terminal for row in rows)
+
+    def view(self, request_id: str) -> RequestView | None:
+        request = self.requests.get(request_id)
+        if request is None:
+            return None
+        rows = self.rows(request)
+        if self._own_complete(request):
+            return RequestView(request, rows, True)
+        successor = self._completing_successor(request)
+        return RequestView(request, rows, successor is not None, successor)
+
+    def _completing_successor(self, request: DeletionRequest) -> str | None:
+        ids = self.by_key.get(request.kafka_key, [])
+        later = ids[ids.index(request.request_id) + 1:] if request.request_id in ids else []
+        for other_id in later:
+            other = self.requests[other_id]
+            if other.cutoff_at >= request.cutoff_at and self._own_complete(other):
+                return other_id
+        return None
+
+    def views(self) -> list[RequestView]:
+        return [view for rid in self.requests if (view := self.view(rid)) is not None]

@@ -1,0 +1,126 @@
+"""Sorting one ``consume()`` batch into work, and tracking which offsets may be committed.
+
+Error entries that librdkafka mixes into a batch (``msg.error()`` set) carry no record:
+they never count as consumed, so per-partition offsets come from real records only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, Message, TopicPartition
+
+from tombstone.errors import DecodeError
+from tombstone.models import DeletionRequest, RequestAction
+from tombstone.serde import RequestSerde
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Position:
+    topic: str
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+@dataclass
+class Poison:
+    """A record that can never be processed, bound for the dead-letter topic."""
+
+    position: Position
+    reason: str
+    error: str
+    message: Message
+
+
+@dataclass
+class Work:
+    """A decoded request and where it came from."""
+
+    position: Position
+    request: DeletionRequest
+    message: Message
+
+
+@dataclass
+class Batch:
+    work: list[Work] = field(default_factory=list)
+    poison: list[Poison] = field(default_factory=list)
+    skipped: int = 0
+    # Highest offset seen per (topic, partition), over every real record in the batch.
+    last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def see(self, position: Position) -> None:
+        key = (position.topic, position.partition)
+        if position.offset > self.last_offsets.get(key, -1):
+            self.last_offsets[key] = position.offset
+
+    def drop_partitions(self, revoked: set[tuple[str, int]]) -> None:
+        """Forget records of partitions this worker no longer owns."""
+        self.work = [w for w in self.work if (w.position.topic, w.position.partition) not in revoked]
+        self.poison = [p for p in self.poison if (p.position.topic, p.position.partition) not in revoked]
+        for key in revoked:
+            self.last_offsets.pop(key, None)
+
+    def commit_offsets(self) -> list[TopicPartition]:
+        """Offsets to commit once every record of the batch is handled: last offset + 1."""
+        return [TopicPartition(t, p, o + 1) for (t, p), o in sorted(self.last_offsets.items())]
+
+    @property
+    def empty(self) -> bool:
+        return not self.last_offsets
+
+
+def sort_batch(
+    messages: Iterable[Message],
+    serde: RequestSerde,
+    data_classes: frozenset[str],
+    on_error: Callable[[KafkaError], None],
+) -> Batch:
+    """Decode every record; route errors to ``on_error`` and poison to the batch's list."""
+    batch = Batch()
+    for message in messages:
+        if message.error() is not None:
+            on_error(message.error())
+            continue
+        position = Position(message.topic(), message.partition(), message.offset())
+        batch.see(position)
+        value = message.value()
+        if value is None:
+            # A Kafka tombstone: housekeeping removed a fully proven request.
+            logger.debug("%s is a tombstone of a closed request; skipping", position)
+            batch.skipped += 1
+            continue
+        try:
+            request = serde.deserialize(value)
+        except DecodeError as exc:
+            logger.warning("%s cannot be decoded (%s): %s", position, exc.reason, exc)
+            batch.poison.append(Poison(position, exc.reason, str(exc), message))
+            continue
+        key = message.key()
+        if key != request.kafka_key.encode("utf-8"):
+            size = len(key) if key is not None else 0
+            logger.warning("%s has a %d-byte key that is not its request's key; dead-lettering",
+                           position, size)
+            batch.poison.append(Poison(position, "key_mismatch",
+                                       f"The {size}-byte record key is not the request's subject/data-class key.",
+                                       message))
+            continue
+        if request.data_class not in data_classes:
+            logger.debug("%s is for data class %s, not held here; skipping", position, request.data_class)
+            batch.skipped += 1
+            continue
+        if request.action is RequestAction.CANCEL:
+            # NOTE: stores in this version delete at once, so a cancel has nothing to
+            # restore; hide-first stores handle it once policies support them.
+            logger.info("%s cancels request %s; nothing hidden here to restore", position, request.request_id)
+            batch.skipped += 1
+            continue
+        batch.work.append(Work(position, request, message))
+    return batch

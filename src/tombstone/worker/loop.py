@@ -1,0 +1,370 @@
+"""The store worker: consume deletion requests, apply, verify, prove, commit.
+
+For each ``consume()`` batch the worker runs these steps, and an offset is committed only
+after every step for its record succeeded:
+
+1. Decode. Records that can never be decoded go to the dead-letter topic (confirmed).
+2. Apply the requests in the store, in one transaction where the store has them.
+3. Verify: count what remains at or before each cut-off; any remainder fails the batch.
+4. Publish one ack per request to the proofs topic and wait for every delivery report.
+5. Commit, synchronously, the offsets after the batch's last record, per partition.
+
+A failing step is retried with bounded exponential backoff and jitter. While it waits the
+worker pauses its partitions and keeps polling, so it stays in its consumer group; it
+never commits past the failure. Partitions revoked meanwhile are dropped from the batch:
+their new owner replays them, and receipts make the replay report the same outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_never, wait_exponential_jitter
+
+from tombstone.errors import (
+    DeliveryError,
+    FatalKafkaError,
+    PermanentRecordError,
+    RetriableKafkaError,
+    StoreUnavailableError,
+    TombstoneError,
+    VerificationError,
+)
+from tombstone.faults import crash_point
+from tombstone.kafka.errors import ErrorClass, classify, code_name, to_exception
+from tombstone.kafka.producer import DurableProducer, producer_config
+from tombstone.metrics import HealthState, WorkerMetrics
+from tombstone.pseudonym import Pseudonymizer
+from tombstone.serde import AckSerde, DeadLetterSerde, RequestSerde
+from tombstone.settings import KafkaSettings
+from tombstone.spec import ConsumerSpec
+from tombstone.stores.base import Outcome, Store
+from tombstone.worker.acks import build_ack, build_dead_letter, rejected_outcome
+from tombstone.worker.batch import Batch, Poison, Work, sort_batch
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETRIABLE_ERRORS = (StoreUnavailableError, RetriableKafkaError, DeliveryError, VerificationError)
+
+
+class ShutdownRequested(TombstoneError):
+    """The worker was asked to stop while a batch waited for a retry."""
+
+
+def consumer_config(spec: ConsumerSpec, kafka: KafkaSettings, worker_id: str) -> dict[str, Any]:
+    """Consumer settings of the worker contract: no automatic commit, no automatic store."""
+    config = kafka.client_config()
+    config.update(
+        {
+            "group.id": spec.consumer_group,
+            "client.id": worker_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "enable.partition.eof": False,
+        }
+    )
+    return config
+
+
+class Worker:
+    """One store's worker. ``run`` blocks until ``stop`` is set or a fatal error occurs."""
+
+    def __init__(
+        self,
+        spec: ConsumerSpec,
+        kafka: KafkaSettings,
+        store: Store,
+        pseudonymizer: Pseudonymizer,
+        *,
+        metrics: WorkerMetrics | None = None,
+        health: HealthState | None = None,
+        stop: threading.Event | None = None,
+        consumer_factory: Callable[[dict[str, Any]], Any] = Consumer,
+        producer_factory: Callable[[dict[str, Any]], Any] = Producer,
+    ) -> None:
+        self.spec = spec
+        self.kafka = kafka
+        self.store = store
+        self.pseudonymizer = pseudonymizer
+        self.worker_id = f"{spec.name}@{socket.gethostname()}:{os.getpid()}"
+        self.metrics = metrics or WorkerMetrics(spec.name)
+        self.health = health or HealthState()
+        self.stop = stop or threading.Event()
+        self._consumer_factory = consumer_factory
+        self._producer_factory = producer_factory
+        self._requests = RequestSerde()
+        self._acks = AckSerde()
+        self._dead_letters = DeadLetterSerde()
+        self._data_classes = frozenset(spec.data_classes)
+        self._revoked: set[tuple[str, int]] = set()
+        self._paused = False
+        self.consumer: Any = None
+        self._producer: DurableProducer | None = None
+
+    # Lifecycle
+
+    def run(self) -> None:
+        """Open the store, join the group and process batches until stopped."""
+        logger.info(
+            "Worker %s starting: store=%s kind=%s group=%s topic=%s batch_size=%d",
+            self.worker_id, self.spec.name, self.store.kind, self.spec.consumer_group,
+            self.kafka.requests_topic, self.spec.batch_size,
+        )
+        self._retry("open store", self.store.open)
+        self._producer = DurableProducer(
+            producer_config(self.kafka, self.worker_id), factory=self._producer_factory
+        )
+        self.consumer = self._consumer_factory(consumer_config(self.spec, self.kafka, self.worker_id))
+        self.consumer.subscribe(
+            [self.kafka.requests_topic], on_assign=self._on_assign,
+            on_revoke=self._on_revoke, on_lost=self._on_revoke,
+        )
+        self.health.ready = True
+        try:
+            while not self.stop.is_set():
+                messages = self.consumer.consume(self.spec.batch_size, self.spec.poll_timeout_s)
+                if messages:
+                    self.process(messages)
+        except ShutdownRequested:
+            logger.info("Worker %s stopping: abandoned an unconfirmed batch, nothing committed for it",
+                        self.worker_id)
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self.health.ready = False
+        # enable.auto.commit is false, so close() leaves the group without committing.
+        if self.consumer is not None:
+            self.consumer.close()
+        if self._producer is not None:
+            left = self._producer.close(5.0)
+            if left:
+                logger.warning("%d records were still undelivered at shutdown", left)
+        self.store.close()
+        logger.info("Worker %s stopped", self.worker_id)
+
+    # The batch
+
+    def process(self, messages: Sequence[Message]) -> None:
+        """Run the five steps on one batch; see the module docstring."""
+        self._revoked.clear()
+
+        # Step 1. Decode; poison goes to the dead-letter topic before anything else.
+        batch = sort_batch(messages, self._requests, self._data_classes, self._on_batch_error)
+        if batch.poison:
+            self._retry("dead-letter", lambda: self._send_dead_letters(batch.poison))
+            crash_point("after_dead_letter")
+
+        # Step 2 and 3. Apply and verify.
+        outcomes: dict[str, Outcome] = {}
+        remaining: dict[str, int] = {}
+        if batch.work:
+            outcomes, remaining = self._retry("apply", lambda: self._apply_and_verify(batch))
+            crash_point("after_apply")
+
+        # Step 4. Publish acks and wait until the broker confirmed each one.
+        if outcomes:
+            self._retry("ack", lambda: self._send_acks(batch.work, outcomes, remaining))
+            crash_point("after_ack")
+
+        # Step 5. Commit the offsets after the batch, synchronously.
+        crash_point("before_commit")
+        self._commit(batch)
+        crash_point("after_commit")
+
+    def _apply_and_verify(self, batch: Batch) -> tuple[dict[str, Outcome], dict[str, int]]:
+        started = time.monotonic()
+        rejected: dict[str, Outcome] = {}
+        while True:
+            pending = [w.request for w in batch.work if w.request.request_id not in rejected]
+            try:
+                outcomes = self.store.apply(pending) if pending else {}
+                break
+            except PermanentRecordError as exc:
+                work = self._find_work(batch, exc.request_id)
+                logger.warning("%s rejected by store %s (%s): %s", work.position, self.spec.name, exc.reason, exc)
+                self._retry("dead-letter", lambda: self._send_dead_letters(
+                    [Poison(work.position, exc.reason, str(exc), work.message)]))
+                rejected[work.request.request_id] = rejected_outcome(exc.reason)
+        counts = self.store.count_remaining(pending) if pending else {}
+        still_there = {rid: n for rid, n in counts.items() if n}
+        if still_there:
+            raise VerificationError(
+                f"Store {self.spec.name} still holds data for {len(still_there)} requests after "
+                f"the delete (first: request {next(iter(still_there))}); no ack is sent."
+            )
+        self.metrics.apply_seconds.labels(self.spec.name).observe(time.monotonic() - started)
+        self.metrics.store_up.labels(self.spec.name).set(1)
+        counts.update({rid: 0 for rid in rejected})
+        return {**outcomes, **rejected}, counts
+
+    def _find_work(self, batch: Batch, request_id: str | None) -> Work:
+        for work in batch.work:
+            if work.request.request_id == request_id:
+                return work
+        raise TombstoneError(
+            f"Store {self.spec.name} rejected request {request_id}, which is not in the batch; "
+            "a store must name the request it rejects."
+        )
+
+    @property
+    def producer(self) -> DurableProducer:
+        if self._producer is None:
+            raise TombstoneError("The worker's producer is not created yet; call run() first.")
+        return self._producer
+
+    def _send_dead_letters(self, poison: list[Poison]) -> None:
+        for item in poison:
+            envelope, headers = build_dead_letter(item.message, item.position, item.reason, item.error, self.worker_id)
+            self.producer.send(self.kafka.dead_letter_topic, item.message.key(),
+                               self._dead_letters.serialize(envelope), headers)
+        self.producer.confirm(self.spec.ack_timeout_s)
+        for item in poison:
+            self.metrics.dead_letters.labels(self.spec.name, item.reason).inc()
+            logger.warning("%s dead-lettered to %s with reason %s", item.position,
+                           self.kafka.dead_letter_topic, item.reason)
+
+    def _send_acks(self, work: list[Work], outcomes: dict[str, Outcome], remaining: dict[str, int]) -> None:
+        for item in work:
+            outcome = outcomes.get(item.request.request_id)
+            if outcome is None:
+                continue
+            ack = build_ack(item.request, outcome, remaining.get(item.request.request_id, 0),
+                            self.spec.name, self.worker_id, self.pseudonymizer)
+            self.producer.send(self.kafka.proofs_topic, ack.proof_key, self._acks.serialize(ack))
+        self.producer.confirm(self.spec.ack_timeout_s)
+        for item in work:
+            outcome = outcomes.get(item.request.request_id)
+            if outcome is not None:
+                self.metrics.deletes.labels(self.spec.name, outcome.status.value).inc()
+                self.metrics.items.labels(self.spec.name).inc(0 if outcome.replayed else outcome.items_affected)
+                logger.debug("%s request %s: %s (%d items)%s", item.position, item.request.request_id,
+                             outcome.status.value, outcome.items_affected, " replayed" if outcome.replayed else "")
+
+    def _commit(self, batch: Batch) -> None:
+        batch.drop_partitions(self._revoked)
+        offsets = batch.commit_offsets()
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if code_name(error) == "_NO_OFFSET":
+                return
+            # The records stay uncommitted; whoever owns the partitions next replays them.
+            logger.warning("Offset commit failed (%s: %s); the batch will be replayed",
+                           code_name(error), error.str())
+            if classify(error) is ErrorClass.FATAL:
+                raise FatalKafkaError(str(exc), code_name(error)) from exc
+            return
+        self.metrics.commits.labels(self.spec.name).inc()
+        self._update_lag(offsets)
+
+    def _update_lag(self, offsets: list[TopicPartition]) -> None:
+        for tp in offsets:
+            try:
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                self.metrics.lag_records.labels(self.spec.name, tp.topic, str(tp.partition)).set(
+                    max(0, high - tp.offset))
+
+    # Retries, pausing and rebalances
+
+    def _retry(self, step: str, call: Callable[[], T]) -> T:
+        policy = self.spec.retry
+        retrying = Retrying(
+            retry=retry_if_exception_type(RETRIABLE_ERRORS),
+            wait=wait_exponential_jitter(multiplier=policy.initial_backoff_s, max=policy.max_backoff_s,
+                                         jitter=policy.jitter_s),
+            stop=stop_after_attempt(policy.max_attempts) if policy.max_attempts else stop_never,
+            sleep=self._wait_in_group,
+            before_sleep=lambda state: self._log_retry(step, state),
+            reraise=True,
+        )
+        try:
+            return retrying(call)
+        finally:
+            if self._paused:
+                self._resume()
+
+    def _log_retry(self, step: str, state: Any) -> None:
+        error = state.outcome.exception()
+        self.metrics.retries.labels(self.spec.name, step).inc()
+        if isinstance(error, StoreUnavailableError):
+            self.metrics.store_up.labels(self.spec.name).set(0)
+        logger.warning("Step %s failed (attempt %d), retrying in %.1f s: %s",
+                       step, state.attempt_number, state.upcoming_sleep, error)
+
+    def _wait_in_group(self, seconds: float) -> None:
+        """Sleep for a retry while paused, polling so that the group keeps this member."""
+        if self.consumer is None:
+            self._sleep_or_stop(seconds)
+            return
+        if not self._paused:
+            self._pause()
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.stop.is_set():
+                raise ShutdownRequested("stop requested during a retry wait")
+            message = self.consumer.poll(min(left, 0.5))
+            if message is not None and message.error() is None:
+                # A partition assigned during the pause delivered a record: rewind so that it
+                # is consumed again after the batch, and pause it too.
+                tp = TopicPartition(message.topic(), message.partition(), message.offset())
+                self.consumer.seek(tp)
+                self.consumer.pause([tp])
+
+    def _sleep_or_stop(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise ShutdownRequested("stop requested during a retry wait")
+
+    def _pause(self) -> None:
+        assignment = self.consumer.assignment()
+        self.consumer.pause(assignment)
+        self._paused = True
+        self.metrics.paused.labels(self.spec.name).set(len(assignment))
+        logger.info("Paused %d partitions while the batch retries", len(assignment))
+
+    def _resume(self) -> None:
+        assignment = self.consumer.assignment()
+        self.consumer.resume(assignment)
+        self._paused = False
+        self.metrics.paused.labels(self.spec.name).set(0)
+        logger.info("Resumed %d partitions", len(assignment))
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._revoked.discard((tp.topic, tp.partition))
+        logger.info("Assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._revoked.add((tp.topic, tp.partition))
+            self.metrics.forget_partition(tp.topic, tp.partition)
+        logger.info("Revoked %s; their in-flight records go to the next owner",
+                    ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
+
+    def _on_batch_error(self, error: KafkaError) -> None:
+        kind = classify(error)
+        if kind is ErrorClass.INFO:
+            return
+        if kind is ErrorClass.RETRIABLE:
+            logger.warning("Consumer reported %s: %s", code_name(error), error.str())
+            return
+        raise to_exception(error, f"consuming from {self.kafka.requests_topic}")
+
