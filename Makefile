@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit lint bench clean broker-stop
+.PHONY: install demo test test-unit clean broker-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

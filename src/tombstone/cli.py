@@ -71,9 +71,10 @@ def _request(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    stop = _stop_on_signals()
     from tombstone.worker.main import run_worker
 
-    return run_worker(args.spec, metrics_port=args.metrics_port, stop=_stop_on_signals())
+    return run_worker(args.spec, metrics_port=args.metrics_port, stop=stop)
 
 
 def _proof_show(args: argparse.Namespace) -> int:

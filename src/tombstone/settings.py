@@ -7,6 +7,7 @@ the local broker started by ``tombstone broker start`` is used.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,8 @@ class KafkaSettings(BaseSettings):
             "bootstrap.servers": self.resolved_bootstrap(),
             "security.protocol": self.security_protocol,
             "socket.connection.setup.timeout.ms": int(self.connect_timeout_s * 1000),
+            # librdkafka's own log lines go through Python logging, not straight to stderr.
+            "logger": logging.getLogger("tombstone.librdkafka"),
         }
         if self.sasl_mechanism:
             config["sasl.mechanism"] = self.sasl_mechanism

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+from confluent_kafka import Consumer, TopicPartition
+
 from tombstone.kafka.reader import TopicReader
 from tombstone.models import DeadLetter, DeletionAck
 from tombstone.pseudonym import Pseudonymizer
@@ -122,3 +124,23 @@ class WorkerThread:
         assert not self.thread.is_alive(), "worker thread did not stop"
         if self.error is not None:
             raise self.error
+
+
+def committed_offsets(group: str, kafka: KafkaSettings) -> dict[int, int]:
+    consumer = Consumer({**kafka.client_config(), "group.id": group})
+    try:
+        metadata = consumer.list_topics(kafka.requests_topic, timeout=10)
+        partitions = [TopicPartition(kafka.requests_topic, p) for p in metadata.topics[kafka.requests_topic].partitions]
+        return {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
+    finally:
+        consumer.close()
+
+
+def end_offsets(kafka: KafkaSettings) -> dict[int, int]:
+    consumer = Consumer({**kafka.client_config(), "group.id": "end-offsets"})
+    try:
+        metadata = consumer.list_topics(kafka.requests_topic, timeout=10)
+        return {p: consumer.get_watermark_offsets(TopicPartition(kafka.requests_topic, p), timeout=10)[1]
+                for p in metadata.topics[kafka.requests_topic].partitions}
+    finally:
+        consumer.close()

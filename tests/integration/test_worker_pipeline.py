@@ -6,10 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 from tests.integration.helpers import (
     ProofReader,
+    committed_offsets,
+    end_offsets,
     count_customers,
     seed_customers,
     wait_for,
@@ -31,26 +33,6 @@ def _request(ids: range, data_class: str = "customer_profile") -> list:
         requester.close()
 
 
-def _committed(group: str, kafka: KafkaSettings) -> dict[int, int]:
-    consumer = Consumer({**kafka.client_config(), "group.id": group})
-    try:
-        metadata = consumer.list_topics(kafka.requests_topic, timeout=10)
-        partitions = [TopicPartition(kafka.requests_topic, p) for p in metadata.topics[kafka.requests_topic].partitions]
-        return {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
-    finally:
-        consumer.close()
-
-
-def _end_offsets(kafka: KafkaSettings) -> dict[int, int]:
-    consumer = Consumer({**kafka.client_config(), "group.id": "end-offsets"})
-    try:
-        metadata = consumer.list_topics(kafka.requests_topic, timeout=10)
-        return {p: consumer.get_watermark_offsets(TopicPartition(kafka.requests_topic, p), timeout=10)[1]
-                for p in metadata.topics[kafka.requests_topic].partitions}
-    finally:
-        consumer.close()
-
-
 def test_worker_deletes_acks_and_commits(tmp_path: Path, proof_reader: ProofReader, start_worker) -> None:
     spec_path = write_sqlite_spec(tmp_path)
     seed_customers(tmp_path / "operational.sqlite", range(1, 21))
@@ -66,7 +48,7 @@ def test_worker_deletes_acks_and_commits(tmp_path: Path, proof_reader: ProofRead
     assert count_customers(tmp_path / "operational.sqlite", range(1, 11)) == 0
     assert count_customers(tmp_path / "operational.sqlite", range(11, 21)) == 10
     kafka = KafkaSettings()
-    assert _committed(load_spec(spec_path).consumer_group, kafka) == _end_offsets(kafka)
+    assert committed_offsets(load_spec(spec_path).consumer_group, kafka) == end_offsets(kafka)
 
 
 def test_ack_never_carries_raw_subject(tmp_path: Path, proof_reader: ProofReader, start_worker) -> None:
@@ -155,5 +137,5 @@ def test_close_commits_nothing(pipeline_topics: dict[str, str], unique_name) -> 
              what="three records")
     consumer.close()
 
-    committed = _committed(config["group.id"], kafka)
+    committed = committed_offsets(config["group.id"], kafka)
     assert all(offset < 0 for offset in committed.values())

@@ -356,7 +356,7 @@ def test_decode_bad_enum_index_malformed() -> None:
     serde = RequestSerde()
     value = bytearray(serde.serialize(make_request(request_id="r-1")))
     # The body starts with the request id (one length byte, then 3 bytes), then the
-    # action's enum index; 0x7e is the zigzag varint of 63, past the two symbols.
+    # action's enum index. 0x7e is the zigzag varint of 63, past the two symbols.
     value[HEADER_SIZE + 1 + 3] = 0x7E
 
     assert decode_reason(serde, bytes(value)) == "malformed"

@@ -57,7 +57,7 @@ def _avro_non_null(avro_type: Any) -> Any:
 
 
 def _model_non_null(annotation: Any) -> tuple[Any, bool]:
-    """Split ``X | None`` into ``(X, True)``; any other annotation into ``(it, False)``."""
+    """Split ``X | None`` into ``(X, True)``, and any other annotation into ``(it, False)``."""
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         args = typing.get_args(annotation)
         others = [arg for arg in args if arg is not type(None)]

@@ -109,7 +109,7 @@ class FakeProducer:
 
 @dataclass
 class Factory:
-    """Build fake producers; the n-th build uses ``behaviours[n]``, or the last one."""
+    """Build fake producers. The n-th build uses ``behaviours[n]``, or else the last one."""
 
     behaviours: list[Behaviour]
     built: list[FakeProducer] = field(default_factory=list)

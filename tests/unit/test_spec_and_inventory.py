@@ -13,6 +13,7 @@ from tombstone.spec import ConsumerSpec, load_spec
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 CONSUMER_SPECS = sorted((REPOSITORY / "consumers").glob("*.toml"))
+REPOSITORY_INVENTORY = REPOSITORY / "deploy" / "inventory.toml"
 
 MINIMAL_SPEC = """
 name = "search"
@@ -38,6 +39,23 @@ def test_load_spec_repository_spec(path: Path) -> None:
 
     assert isinstance(spec, ConsumerSpec)
     assert spec.data_classes != []
+
+
+@pytest.mark.parametrize("path", CONSUMER_SPECS, ids=[path.name for path in CONSUMER_SPECS])
+def test_repository_spec_listed_in_inventory(path: Path) -> None:
+    # A worker whose store the inventory does not name would ack proofs the ledger ignores.
+    spec = load_spec(path)
+    inventory = load_inventory(REPOSITORY_INVENTORY)
+
+    for data_class in spec.data_classes:
+        assert spec.name in inventory.stores_for(data_class), f"{spec.name} / {data_class}"
+
+
+def test_repository_inventory_stores_have_specs() -> None:
+    # A store without a worker would keep every request of its data classes pending.
+    spec_names = {load_spec(path).name for path in CONSUMER_SPECS}
+
+    assert set(load_inventory(REPOSITORY_INVENTORY).all_stores()) <= spec_names
 
 
 def test_load_spec_minimal(tmp_path: Path) -> None:

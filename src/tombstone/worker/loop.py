@@ -122,23 +122,23 @@ class Worker:
             self.worker_id, self.spec.name, self.store.kind, self.spec.consumer_group,
             self.kafka.requests_topic, self.spec.batch_size,
         )
-        self._retry("open store", self.store.open)
-        self._producer = DurableProducer(
-            producer_config(self.kafka, self.worker_id), factory=self._producer_factory
-        )
-        self.consumer = self._consumer_factory(consumer_config(self.spec, self.kafka, self.worker_id))
-        self.consumer.subscribe(
-            [self.kafka.requests_topic], on_assign=self._on_assign,
-            on_revoke=self._on_revoke, on_lost=self._on_revoke,
-        )
-        self.health.ready = True
         try:
+            self._retry("open store", self.store.open)
+            self._producer = DurableProducer(
+                producer_config(self.kafka, self.worker_id), factory=self._producer_factory
+            )
+            self.consumer = self._consumer_factory(consumer_config(self.spec, self.kafka, self.worker_id))
+            self.consumer.subscribe(
+                [self.kafka.requests_topic], on_assign=self._on_assign,
+                on_revoke=self._on_revoke, on_lost=self._on_revoke,
+            )
+            self.health.ready = True
             while not self.stop.is_set():
                 messages = self.consumer.consume(self.spec.batch_size, self.spec.poll_timeout_s)
                 if messages:
                     self.process(messages)
         except ShutdownRequested:
-            logger.info("Worker %s stopping: abandoned an unconfirmed batch, nothing committed for it",
+            logger.info("Worker %s stopping during a retry wait; nothing committed for the pending batch",
                         self.worker_id)
         finally:
             self._shutdown()
