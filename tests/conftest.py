@@ -1,7 +1,7 @@
 """Shared fixtures. The Kafka broker comes from, in order of preference:
 
 1. ``KAFKA_BOOTSTRAP_SERVERS`` when it is set (bring your own broker);
-2. testcontainers, when a Docker engine answers;
+2. testcontainers, when a Docker engine responds to a ping;
 3. the local broker from Maven jars, started once per test session.
 
 A broker that cannot start fails the tests that need it with the reason; they are never

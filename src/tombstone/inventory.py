@@ -17,7 +17,7 @@ class StoreAction(enum.StrEnum):
 
 
 class StoreEntry(BaseModel):
-    """One store that holds a copy of a data class."""
+    """One store that contains a copy of a data class."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

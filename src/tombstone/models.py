@@ -187,7 +187,7 @@ def parse_subject_key(subject_key: str) -> tuple[str, str]:
     """Split ``type:id`` into its parts, rejecting values that cannot be a subject.
 
     Raises:
-        InvalidRequestError: the key has no ``:``, or a part is empty, too long or holds
+        InvalidRequestError: the key has no ``:``, or a part is empty, too long or contains
             control characters.
     """
     # The byte limit applies to the id alone, as in DeletionRequest.subject_id, so every

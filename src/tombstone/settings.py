@@ -91,7 +91,7 @@ class PseudonymSettings(BaseSettings):
     key_id: str = "k1"
 
     def require_key(self) -> bytes:
-        """The HMAC key as bytes; raises ``ConfigError`` when it is not set."""
+        """Return the HMAC key as bytes; raise ``ConfigError`` when it is missing or short."""
         if self.key is None or not self.key.get_secret_value():
             raise ConfigError(
                 "TOMBSTONE_PSEUDONYM_KEY is not set. Set it to a secret of at least 32 "

@@ -78,7 +78,7 @@ class TopicStoreConfig(_Frozen):
 
 
 class NullStoreConfig(_Frozen):
-    """A store that holds nothing; for benchmarks and pipeline tests."""
+    """A store that contains nothing, for benchmarks and pipeline tests."""
 
     kind: Literal["null"]
 

@@ -1,8 +1,8 @@
 """Copy the Chinook customers and invoices into every embedded store of the demo.
 
-Data classes: ``customer_profile`` is a customer's row, search document, profile export
-and downstream-topic record; ``customer_invoices`` is their invoices in the relational
-stores and an invoice export.
+The data class ``customer_profile`` covers a customer's row, search document, profile
+export and downstream-topic record. The data class ``customer_invoices`` covers their
+invoices in the relational stores and their invoice export.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def _load_exports(store: ObjectStore, data: Chinook) -> None:
 
 
 def open_store(spec: ConsumerSpec, kafka: KafkaSettings) -> Store:
-    """A fresh store instance for an audit, independent of any worker."""
+    """Build a fresh store instance for an audit, independent of any worker."""
     return build_store(spec, kafka)
 
 

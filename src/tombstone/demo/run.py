@@ -1,9 +1,9 @@
 """``tombstone demo``: the whole pipeline on the Chinook sample data.
 
-Steps: start (or reuse) a broker, create topics, load Chinook into every embedded store,
-request deletion of some customers, run one worker process per store, wait until the
-ledger reports every request complete, stop the workers, scan every store independently
-of the workers, print the proof table, and stop what the demo started.
+The demo starts (or reuses) a broker, creates topics and loads Chinook into every embedded
+store. It requests deletion of some customers and runs one worker process per store. When
+the ledger reports every request complete, it stops the workers and scans every store
+without them. Last it prints the proof table and stops what it started.
 """
 
 from __future__ import annotations

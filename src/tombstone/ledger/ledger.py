@@ -1,4 +1,4 @@
-"""The ledger process: follows the requests and proofs topics and answers proof queries."""
+"""The ledger: follows the requests and proofs topics and returns per-store proof of requests."""
 
 from __future__ import annotations
 

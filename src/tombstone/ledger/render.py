@@ -6,7 +6,7 @@ from tombstone.ledger.state import RequestView
 
 
 def render_table(views: list[RequestView]) -> str:
-    """One block per request: a header line, then one row per store."""
+    """Render one block per request: a header line, then one row per store."""
     blocks = []
     for view in views:
         state = "complete" if view.complete else "PENDING"

@@ -2,9 +2,9 @@
 
 Every value is framed as ``C3 01`` followed by the 8-byte little-endian CRC-64-AVRO
 fingerprint of the writer schema's Parsing Canonical Form, then the schemaless Avro body
-(Avro 1.11 specification, "Single-object encoding"). A reader looks the fingerprint up
-among the writer schemas it knows and resolves the body against its own reader schema,
-so readers and writers of different schema versions interoperate.
+(Avro 1.11 specification, "Single-object encoding"). A reader finds the fingerprint among
+its registered writer schemas and resolves the body against its own reader schema. So
+readers and writers of different schema versions interoperate.
 
 A Kafka tombstone (``value is None``) is never passed through a codec: callers route it
 before decoding, and ``encode`` never returns ``None`` or empty bytes.

@@ -34,7 +34,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one apply did for one request."""
+    """Result of one apply for one request."""
 
     status: AckStatus
     items_affected: int
@@ -59,7 +59,7 @@ def cutoff_ms(request: DeletionRequest) -> int:
 
 
 class Store(abc.ABC):
-    """A derived store that holds copies of subjects' data.
+    """A derived store that contains copies of subjects' data.
 
     Constructors only keep configuration; ``open`` connects or opens files.
     """

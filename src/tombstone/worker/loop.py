@@ -202,7 +202,7 @@ class Worker:
         still_there = {rid: n for rid, n in counts.items() if n}
         if still_there:
             raise VerificationError(
-                f"Store {self.spec.name} still holds data for {len(still_there)} requests after "
+                f"Store {self.spec.name} still contains data of {len(still_there)} requests after "
                 f"the delete (first: request {next(iter(still_there))}); no ack is sent."
             )
         self.metrics.apply_seconds.labels(self.spec.name).observe(time.monotonic() - started)
@@ -264,7 +264,7 @@ class Worker:
             error = exc.args[0]
             if code_name(error) == "_NO_OFFSET":
                 return
-            # The records stay uncommitted; whoever owns the partitions next replays them.
+            # The records stay uncommitted, so the next owner of the partitions replays them.
             logger.warning("Offset commit failed (%s: %s); the batch will be replayed",
                            code_name(error), error.str())
             if classify(error) is ErrorClass.FATAL:
