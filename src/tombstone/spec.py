@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from tombstone.errors import ConfigError
 from tombstone.models import Code
@@ -77,6 +77,32 @@ class TopicStoreConfig(_Frozen):
     refresh_timeout_s: float = Field(default=30.0, gt=0)
 
 
+class PostgresStoreConfig(_Frozen):
+    """A PostgreSQL database; the password comes from the environment, never the file."""
+
+    kind: Literal["postgresql"]
+    host: str = "127.0.0.1"
+    port: int = Field(default=5432, ge=1, le=65535)
+    dbname: str
+    user: str
+    password: SecretStr | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    statement_timeout_s: float = Field(default=30.0, gt=0)
+    tables: list[TableMapping] = Field(min_length=1)
+
+
+class RedisStoreConfig(_Frozen):
+    """A Redis cache whose keys per subject are found through an index the store maintains."""
+
+    kind: Literal["redis"]
+    url: str = "redis://127.0.0.1:6379/0"
+    password: SecretStr | None = None
+    index_prefix: str = Field(default="tombstone:index", min_length=1)
+    socket_timeout_s: float = Field(default=5.0, gt=0)
+    data_classes: list[Code] = Field(min_length=1)
+
+
 class NullStoreConfig(_Frozen):
     """A store that contains nothing, for benchmarks and pipeline tests."""
 
@@ -85,7 +111,7 @@ class NullStoreConfig(_Frozen):
 
 StoreConfig = Annotated[
     SqliteStoreConfig | DuckdbStoreConfig | SearchStoreConfig | ObjectStoreConfig
-    | TopicStoreConfig | NullStoreConfig,
+    | TopicStoreConfig | PostgresStoreConfig | RedisStoreConfig | NullStoreConfig,
     Field(discriminator="kind"),
 ]
 
