@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit clean broker-stop
+.PHONY: install services demo test test-unit clean broker-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# PostgreSQL and Redis on loopback, from Debian packages (needs root for apt-get).
+services:
+	bash deploy/local/services.sh start
 
 demo: $(STAMP)
 	$(BIN)/tombstone demo

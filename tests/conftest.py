@@ -18,6 +18,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+# The PostgreSQL and Redis servers that `deploy/local/services.sh start` runs for tests.
+os.environ.setdefault("TOMBSTONE_PG_PASSWORD", "tombstone")
+os.environ.setdefault("TOMBSTONE_PG_PORT", "55432")
+os.environ.setdefault("TOMBSTONE_REDIS_URL", "redis://127.0.0.1:56379/0")
+
 
 def _docker_answers() -> bool:
     try:

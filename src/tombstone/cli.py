@@ -106,7 +106,7 @@ def _proof_show(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from tombstone.demo.run import run_demo
 
-    return run_demo(json_output=args.json, customers=args.customers, keep=args.keep)
+    return run_demo(json_output=args.json, customers=args.customers, keep=args.keep, stores=args.stores)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
     demo.add_argument("--customers", type=int, default=8, help="customers to delete")
     demo.add_argument("--keep", action="store_true", help="keep the demo's data directory")
+    demo.add_argument("--stores", default="embedded",
+                      help="embedded (no servers needed), all (also PostgreSQL and Redis, see "
+                           "`make services`), or a comma-separated list of store names")
     demo.set_defaults(handler=_demo)
     return parser
 

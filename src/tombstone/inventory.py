@@ -56,6 +56,20 @@ class Inventory(BaseModel):
         entry = self.data_classes.get(data_class)
         return [store.store for store in entry.stores] if entry else []
 
+    def restricted_to(self, stores: set[str]) -> Inventory:
+        """Copy with only the named stores, for a deployment that runs a subset of them.
+
+        Raises:
+            ConfigError: a data class would be left without any store.
+        """
+        classes = {}
+        for name, data_class in self.data_classes.items():
+            kept = [entry for entry in data_class.stores if entry.store in stores]
+            if not kept:
+                raise ConfigError(f"Data class {name} has no store among {sorted(stores)}.")
+            classes[name] = data_class.model_copy(update={"stores": kept})
+        return self.model_copy(update={"data_classes": classes})
+
     def all_stores(self) -> list[str]:
         return sorted({s.store for dc in self.data_classes.values() for s in dc.stores})
 

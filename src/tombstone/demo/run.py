@@ -57,12 +57,15 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+EMBEDDED_KINDS = frozenset({"sqlite", "duckdb", "search", "objects", "topic"})
+
+
 def run_demo(json_output: bool = False, customers: int = 8, keep: bool = False,
-             timeout_s: float = 180.0) -> int:
+             stores: str = "embedded", timeout_s: float = 180.0) -> int:
     """Run the demo; return 0 when every request is complete and nothing remains."""
     run = DemoRun(Path(tempfile.mkdtemp(prefix="tombstone-demo-")), {})
     try:
-        summary = _run(run, customers, timeout_s)
+        summary = _run(run, customers, stores, timeout_s)
     finally:
         if run.workers:
             stop_workers(run.workers)
@@ -79,7 +82,25 @@ def run_demo(json_output: bool = False, customers: int = 8, keep: bool = False,
     return 0 if ok else 1
 
 
-def _run(run: DemoRun, customers: int, timeout_s: float) -> dict[str, Any]:
+def select_specs(selection: str) -> dict[str, tuple[Path, ConsumerSpec]]:
+    """Consumer specs for ``embedded``, ``all`` or a comma-separated list of store names."""
+    specs = {spec.name: (path, spec) for path in sorted(CONSUMERS_DIR.glob("*.toml"))
+             for spec in [load_spec(path)]}
+    if selection == "all":
+        return specs
+    if selection == "embedded":
+        return {name: item for name, item in specs.items() if item[1].store.kind in EMBEDDED_KINDS}
+    names = [name.strip() for name in selection.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(specs))
+    if unknown or not names:
+        raise TombstoneError(
+            f"--stores {selection!r} names no known store ({', '.join(unknown) or 'empty list'}); "
+            f"use embedded, all, or names from: {', '.join(sorted(specs))}."
+        )
+    return {name: specs[name] for name in names}
+
+
+def _run(run: DemoRun, customers: int, stores: str, timeout_s: float) -> dict[str, Any]:
     # Step 1. Broker, environment, topics.
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or _start_broker(run)
     _prepare_env(run, bootstrap)
@@ -89,8 +110,7 @@ def _run(run: DemoRun, customers: int, timeout_s: float) -> dict[str, Any]:
     # Step 2. Load Chinook into every store.
     data = load_chinook()
     _say(f"Loaded Chinook from {data.source}: {len(data.customers)} customers, {len(data.invoices)} invoices.")
-    run.specs = {spec.name: (path, spec) for path in sorted(CONSUMERS_DIR.glob("*.toml"))
-                 for spec in [load_spec(path)]}
+    run.specs = select_specs(stores)
     load_stores([spec for _, spec in run.specs.values()], kafka, data)
 
     # Step 3. Request deletions, then start one worker per store.
@@ -103,7 +123,7 @@ def _run(run: DemoRun, customers: int, timeout_s: float) -> dict[str, Any]:
     _say(f"Started {len(run.workers)} workers: {', '.join(run.specs)}.")
 
     # Step 4. Wait for complete proof.
-    inventory = load_inventory(default_inventory_path())
+    inventory = load_inventory(default_inventory_path()).restricted_to(set(run.specs))
     ledger = Ledger(inventory, kafka, Pseudonymizer.from_settings())
     try:
         views = _wait_for_proof(ledger, run, requests, timeout_s)
@@ -149,6 +169,8 @@ def _prepare_env(run: DemoRun, bootstrap: str) -> None:
         "TOMBSTONE_PSEUDONYM_KEY": secrets.token_urlsafe(32),
         "TOMBSTONE_PSEUDONYM_KEY_ID": f"demo-{suffix}",
         "TOMBSTONE_INVENTORY": str(default_inventory_path()),
+        # The password that `deploy/local/services.sh` gives the demo's PostgreSQL role.
+        "TOMBSTONE_PG_PASSWORD": os.environ.get("TOMBSTONE_PG_PASSWORD", "tombstone"),
     }
     os.environ.update(run.env)
 
