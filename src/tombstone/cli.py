@@ -1,4 +1,4 @@
-"""The ``tombstone`` command line."""
+"""Carry data deletions through Kafka to every derived store and prove each one."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -55,12 +55,17 @@ def _topics(args: argparse.Namespace) -> int:
 
 
 def _request(args: argparse.Namespace) -> int:
+    from tombstone.inventory import default_inventory_path, load_inventory
     from tombstone.requester import Requester, new_request
     from tombstone.settings import KafkaSettings
 
-    cutoff = datetime.fromisoformat(args.cutoff_at) if args.cutoff_at else None
     request = new_request(args.subject, args.data_class, args.reason, args.requested_by,
-                          cutoff_at=cutoff, grace_period_ms=int(args.grace_period_s * 1000))
+                          cutoff_at=args.cutoff_at, grace_period_ms=int(args.grace_period_s * 1000))
+    inventory_path = Path(args.inventory) if args.inventory else default_inventory_path()
+    if inventory_path.exists():
+        load_inventory(inventory_path).check_request(request.data_class, request.subject_type)
+    else:
+        logger.warning("No inventory at %s; the data class is not checked", inventory_path)
     requester = Requester(KafkaSettings(), client_id="tombstone-cli")
     try:
         requester.submit([request])
@@ -94,7 +99,8 @@ def _proof_show(args: argparse.Namespace) -> int:
     finally:
         ledger.close()
     if not views:
-        print(f"No deletion request matches {args.query!r}.", file=sys.stderr)
+        print(f"tombstone: error: no deletion request matches {args.query!r}. Give a request id "
+              "printed by `tombstone request`, or a subject key such as customer:17.", file=sys.stderr)
         return EXIT_FAILURE
     if args.json:
         print(json.dumps([v.to_dict(ledger.pseudonym_of(v)) for v in views], indent=2))
@@ -107,6 +113,51 @@ def _demo(args: argparse.Namespace) -> int:
     from tombstone.demo.run import run_demo
 
     return run_demo(json_output=args.json, customers=args.customers, keep=args.keep, stores=args.stores)
+
+
+def _aware_time(text: str) -> datetime:
+    """Parse an ISO 8601 time that states its UTC offset and is not in the future."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time such as 2026-01-31T12:00:00Z") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset; add Z or +HH:MM")
+    if value > datetime.now(UTC):
+        raise argparse.ArgumentTypeError(f"{text!r} is in the future; a cut-off must not be later than now")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number from 0 to 65535")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -129,15 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     broker = sub.add_parser("broker", help="run a local single-node Kafka broker for development")
     broker.add_argument("action", choices=["start", "stop", "status"])
     broker.add_argument("--state-dir", help="broker state directory (default: the cache directory)")
-    broker.add_argument("--timeout-s", type=float, default=90.0, help="start-up timeout in seconds")
+    broker.add_argument("--timeout-s", type=_positive, default=90.0, help="start-up timeout in seconds")
     broker.add_argument("--json", action="store_true", help="print status as JSON")
     broker.set_defaults(handler=_broker)
 
     topics = sub.add_parser("topics", help="create the requests, proofs and dead-letter topics")
     topics.add_argument("action", choices=["create"])
-    topics.add_argument("--partitions", type=int, default=3, help="partitions per topic")
-    topics.add_argument("--replication-factor", type=int, default=1, help="replicas per partition")
-    topics.add_argument("--max-worker-outage-h", type=float, default=168.0,
+    topics.add_argument("--partitions", type=_count, default=3, help="partitions per topic")
+    topics.add_argument("--replication-factor", type=_count, default=1, help="replicas per partition")
+    topics.add_argument("--max-worker-outage-h", type=_positive, default=168.0,
                         help="longest tolerated worker outage in hours; sets min.compaction.lag.ms")
     topics.set_defaults(handler=_topics)
 
@@ -146,13 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     request.add_argument("--data-class", required=True, help="data class from the inventory")
     request.add_argument("--reason", required=True, help="reason code, such as user_request")
     request.add_argument("--requested-by", default="cli", help="principal issuing the request")
-    request.add_argument("--cutoff-at", help="ISO 8601 time; data written later is kept (default: now)")
-    request.add_argument("--grace-period-s", type=float, default=0.0, help="grace period in seconds")
+    request.add_argument("--cutoff-at", type=_aware_time,
+                         help="ISO 8601 time with a UTC offset, not in the future; data written "
+                              "later is kept (default: now)")
+    request.add_argument("--grace-period-s", type=_non_negative, default=0.0, help="grace period in seconds")
+    request.add_argument("--inventory", help="inventory that the data class is checked against "
+                                             "(default: TOMBSTONE_INVENTORY or deploy/inventory.toml)")
     request.set_defaults(handler=_request)
 
     worker = sub.add_parser("worker", help="run the worker of one store")
     worker.add_argument("spec", help="consumer spec, such as consumers/search.toml")
-    worker.add_argument("--metrics-port", type=int, help="override the spec's metrics port (0: any free port)")
+    worker.add_argument("--metrics-port", type=_port, help="override the spec's metrics port (0: any free port)")
     worker.set_defaults(handler=_worker)
 
     proof = sub.add_parser("proof", help="show deletion proof per store")
@@ -161,12 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("query", help="request id, or subject key TYPE:ID")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.add_argument("--inventory", help="inventory file (default: TOMBSTONE_INVENTORY or deploy/inventory.toml)")
-    show.add_argument("--timeout-s", type=float, default=30.0, help="time to read the topics")
+    show.add_argument("--timeout-s", type=_positive, default=30.0, help="time to read the topics, in seconds")
     show.set_defaults(handler=_proof_show)
 
     demo = sub.add_parser("demo", help="run the Chinook demo end to end on a local broker")
     demo.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
-    demo.add_argument("--customers", type=int, default=8, help="customers to delete")
+    demo.add_argument("--customers", type=_count, default=8, help="customers to delete (1 to 59)")
     demo.add_argument("--keep", action="store_true", help="keep the demo's data directory")
     demo.add_argument("--stores", default="embedded",
                       help="embedded (no servers needed), all (also PostgreSQL and Redis, see "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tombstone.errors import ConfigError
+from tombstone.errors import ConfigError, InvalidRequestError
 from tombstone.models import Code
 
 
@@ -70,6 +70,24 @@ class Inventory(BaseModel):
             classes[name] = data_class.model_copy(update={"stores": kept})
         return self.model_copy(update={"data_classes": classes})
 
+    def check_request(self, data_class: str, subject_type: str) -> None:
+        """Reject a request that no store would ever prove.
+
+        Raises:
+            InvalidRequestError: the data class is unknown, or does not cover the subject type.
+        """
+        entry = self.data_classes.get(data_class)
+        if entry is None:
+            raise InvalidRequestError(
+                f"Data class {data_class!r} is not in the inventory; use one of: "
+                f"{', '.join(sorted(self.data_classes))}."
+            )
+        if subject_type not in entry.subject_types:
+            raise InvalidRequestError(
+                f"Data class {data_class!r} holds subjects of type {', '.join(entry.subject_types)}, "
+                f"not {subject_type!r}."
+            )
+
     def all_stores(self) -> list[str]:
         return sorted({s.store for dc in self.data_classes.values() for s in dc.stores})
 
@@ -84,7 +102,9 @@ def load_inventory(path: str | Path) -> Inventory:
     try:
         document = tomllib.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"Inventory {source} not found.") from None
+        raise ConfigError(f"Inventory {source} not found. Set TOMBSTONE_INVENTORY or pass --inventory.") from None
+    except OSError as exc:
+        raise ConfigError(f"Inventory {source} cannot be read: {exc.strerror}.") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Inventory {source} is not valid TOML: {exc}.") from None
     try:

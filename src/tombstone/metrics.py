@@ -76,7 +76,7 @@ class MetricsServer:
 
     def start(self) -> None:
         self._thread.start()
-        logger.info("Serving /metrics, /healthz and /readyz on port %d", self.port)
+        logger.info("Serving /metrics, /healthz and /readyz on %s:%d", self._server.server_address[0], self.port)
 
     def stop(self) -> None:
         self._server.shutdown()

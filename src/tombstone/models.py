@@ -10,14 +10,15 @@ from __future__ import annotations
 import enum
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from tombstone.errors import InvalidRequestError
 
 MAX_SUBJECT_BYTES = 256
+MAX_CUTOFF_SKEW = timedelta(minutes=5)
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _CODE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 
@@ -108,13 +109,24 @@ class DeletionRequest(BaseModel):
     subject_id: SubjectId
     data_class: Code
     reason: Code
-    requested_at: datetime = Field(default_factory=utc_now)
-    cutoff_at: datetime = Field(default_factory=utc_now)
+    requested_at: AwareDatetime = Field(default_factory=utc_now)
+    cutoff_at: AwareDatetime = Field(default_factory=utc_now)
     cutoff_version: int | None = None
     requested_by: str = Field(min_length=1, max_length=256)
     grace_period_ms: int = Field(default=0, ge=0)
     policy_version: str = "1"
     trace_id: str | None = None
+
+    @model_validator(mode="after")
+    def _cutoff_not_after_request(self) -> DeletionRequest:
+        # A cut-off later than the request would delete data written after the promise was
+        # made. The allowance covers clock skew between the data source and the requester.
+        if self.cutoff_at > self.requested_at + MAX_CUTOFF_SKEW:
+            raise ValueError(
+                f"cutoff_at {self.cutoff_at.isoformat()} is later than requested_at "
+                f"{self.requested_at.isoformat()} by more than {MAX_CUTOFF_SKEW}"
+            )
+        return self
 
     @property
     def subject_key(self) -> str:

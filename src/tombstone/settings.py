@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tombstone.errors import ConfigError
+from tombstone.logs import LIBRDKAFKA_LOGGER
 
 
 def cache_dir() -> Path:
@@ -69,7 +70,7 @@ class KafkaSettings(BaseSettings):
             "security.protocol": self.security_protocol,
             "socket.connection.setup.timeout.ms": int(self.connect_timeout_s * 1000),
             # librdkafka's own log lines go through Python logging, not straight to stderr.
-            "logger": logging.getLogger("tombstone.librdkafka"),
+            "logger": logging.getLogger(LIBRDKAFKA_LOGGER),
         }
         if self.sasl_mechanism:
             config["sasl.mechanism"] = self.sasl_mechanism

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from tombstone.errors import ConfigError
 from tombstone.models import Code
@@ -98,8 +98,12 @@ class RedisStoreConfig(_Frozen):
     kind: Literal["redis"]
     url: str = "redis://127.0.0.1:6379/0"
     password: SecretStr | None = None
-    index_prefix: str = Field(default="tombstone:index", min_length=1)
+    # No braces: the first "{...}" in a key is its Redis Cluster hash tag, and the store
+    # uses the subject key as the index's tag.
+    index_prefix: str = Field(default="tombstone:index", min_length=1, pattern=r"^[^{}]+$")
     socket_timeout_s: float = Field(default=5.0, gt=0)
+    # A connection idle for longer is checked with PING before its next command.
+    health_check_interval_s: float = Field(default=15.0, ge=0)
     data_classes: list[Code] = Field(min_length=1)
 
 
@@ -126,11 +130,36 @@ class ConsumerSpec(_Frozen):
     poll_timeout_s: float = Field(default=1.0, gt=0)
     ack_timeout_s: float = Field(default=30.0, gt=0)
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = Field(default="0.0.0.0", description="Address the metrics server binds.")
     state_dir: str = Field(
         default_factory=lambda: os.path.join(os.environ.get("TOMBSTONE_DATA_DIR", "var"), "state"),
         description="Worker-local state such as receipt books of stores without transactions.")
     retry: RetryPolicy = RetryPolicy()
     store: StoreConfig
+
+    @model_validator(mode="after")
+    def _data_classes_match_store(self) -> ConsumerSpec:
+        """Reject a data class that the store cannot find, or a mapping the worker would skip.
+
+        A worker skips requests of data classes outside ``data_classes`` and commits past
+        them, so a typo on either side would lose deletions silently.
+        """
+        declared = set(self.data_classes)
+        store = self.store
+        mapped: set[str] | None = None
+        if isinstance(store, SqliteStoreConfig | DuckdbStoreConfig | PostgresStoreConfig):
+            mapped = {mapping.data_class for mapping in store.tables}
+        elif isinstance(store, TopicStoreConfig):
+            mapped = {store.data_class}
+        elif isinstance(store, RedisStoreConfig):
+            mapped = set(store.data_classes)
+        if mapped is None:
+            return self
+        for name in sorted(declared - mapped):
+            raise ValueError(f"data class {name!r} is in data_classes but the store maps no table or key to it")
+        for name in sorted(mapped - declared):
+            raise ValueError(f"the store maps data class {name!r}, which data_classes does not list")
+        return self
 
     @property
     def consumer_group(self) -> str:
@@ -174,6 +203,8 @@ def load_spec(path: str | Path) -> ConsumerSpec:
         document = tomllib.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"Consumer spec {source} not found.") from None
+    except OSError as exc:
+        raise ConfigError(f"Consumer spec {source} cannot be read: {exc.strerror}. Give a .toml file.") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Consumer spec {source} is not valid TOML: {exc}.") from None
     try:

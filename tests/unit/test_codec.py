@@ -46,7 +46,10 @@ timestamps = st.integers(min_value=0, max_value=7_258_118_400_000).map(
 )
 counts = st.integers(min_value=0, max_value=AVRO_LONG_MAX)
 
-requests = st.builds(
+# A request's cut-off is never later than its request time.
+request_times = st.tuples(timestamps, timestamps).map(sorted)
+
+requests = request_times.flatmap(lambda times: st.builds(
     DeletionRequest,
     request_id=st.uuids().map(str),
     action=st.sampled_from(RequestAction),
@@ -54,14 +57,14 @@ requests = st.builds(
     subject_id=subject_ids,
     data_class=codes,
     reason=codes,
-    requested_at=timestamps,
-    cutoff_at=timestamps,
+    requested_at=st.just(times[1]),
+    cutoff_at=st.just(times[0]),
     cutoff_version=st.none() | counts,
     requested_by=st.text(min_size=1, max_size=40),
     grace_period_ms=counts,
     policy_version=short_text,
     trace_id=st.none() | short_text,
-)
+))
 acks = st.builds(
     DeletionAck,
     request_id=st.uuids().map(str),

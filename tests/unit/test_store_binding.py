@@ -20,7 +20,7 @@ INTEGER_MAPPING = TableMapping(table="customer", data_class="customer_profile", 
 
 
 def make_request(subject_id: str, cutoff_at: datetime | None = None) -> DeletionRequest:
-    extra = {"cutoff_at": cutoff_at} if cutoff_at else {}
+    extra = {"cutoff_at": cutoff_at, "requested_at": cutoff_at} if cutoff_at else {}
     return DeletionRequest(subject_type="customer", subject_id=subject_id, data_class="customer_profile",
                            reason="user_request", requested_by="test", **extra)
 

@@ -7,9 +7,10 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 
-from tombstone.errors import PermanentRecordError, StoreUnavailableError
+from tombstone.errors import ConfigError, PermanentRecordError, StoreUnavailableError
 from tombstone.models import AckStatus, DeletionRequest
 from tombstone.spec import DuckdbStoreConfig, TableMapping
 from tombstone.stores.duckdb import DuckdbStore
@@ -47,11 +48,13 @@ def config(tmp_path: Path) -> DuckdbStoreConfig:
 
 @pytest.fixture
 def store(config: DuckdbStoreConfig):
+    setup = duckdb.connect(config.path)
+    setup.execute("CREATE TABLE orders (customer_id BIGINT, updated_at_ms BIGINT, amount INTEGER)")
+    setup.execute("CREATE TABLE order_lines (customer_id BIGINT, updated_at_ms BIGINT, sku VARCHAR)")
+    setup.execute("CREATE TABLE profiles (customer_key VARCHAR, changed_ms BIGINT, email VARCHAR)")
+    setup.close()
     store = DuckdbStore("warehouse", config)
     store.open()
-    store.db.execute("CREATE TABLE orders (customer_id BIGINT, updated_at_ms BIGINT, amount INTEGER)")
-    store.db.execute("CREATE TABLE order_lines (customer_id BIGINT, updated_at_ms BIGINT, sku VARCHAR)")
-    store.db.execute("CREATE TABLE profiles (customer_key VARCHAR, changed_ms BIGINT, email VARCHAR)")
     yield store
     store.close()
 
@@ -120,6 +123,25 @@ def test_apply_replay_deletes_rows_written_since(store: DuckdbStore) -> None:
     assert outcome.status is AckStatus.ABSENT
     assert outcome.replayed is True
     assert count_rows(store, "orders") == 0
+
+
+def test_open_rejects_missing_column(tmp_path) -> None:
+    config = DuckdbStoreConfig(kind="duckdb", path=str(tmp_path / "w.duckdb"), tables=[
+        TableMapping(table="orders", data_class="orders", subject_type="customer", subject_column="customer_id")])
+    setup = duckdb.connect(config.path)
+    setup.execute("CREATE TABLE orders (customer_id BIGINT, amount INTEGER)")
+    setup.close()
+
+    with pytest.raises(ConfigError, match="no column updated_at_ms"):
+        DuckdbStore("warehouse", config).open()
+
+
+def test_open_rejects_missing_table(tmp_path) -> None:
+    config = DuckdbStoreConfig(kind="duckdb", path=str(tmp_path / "w.duckdb"), tables=[
+        TableMapping(table="orders", data_class="orders", subject_type="customer", subject_column="customer_id")])
+
+    with pytest.raises(ConfigError, match="table orders does not exist"):
+        DuckdbStore("warehouse", config).open()
 
 
 def test_apply_receipt_survives_reopen(store: DuckdbStore, config: DuckdbStoreConfig) -> None:

@@ -76,10 +76,26 @@ def run_demo(json_output: bool = False, customers: int = 8, keep: bool = False,
             _say(f"Kept the demo's data in {run.run_dir}")
         else:
             shutil.rmtree(run.run_dir, ignore_errors=True)
+    ok = summary["complete"] == summary["requests"] and summary["remaining_after_scan"] == 0
+    print(render_summary(summary, ok))
     if json_output:
         print(json.dumps(summary, sort_keys=True))
-    ok = summary["complete"] == summary["requests"] and summary["remaining_after_scan"] == 0
     return 0 if ok else 1
+
+
+def render_summary(summary: dict[str, Any], ok: bool) -> str:
+    """Per-store table of proof statuses and of the independent scan, then a verdict line."""
+    lines = ["", f"{'store':<16} {'proofs':<24} {'left after scan':>15} {'other customers kept':>21}"]
+    for name, store in summary["stores"].items():
+        proofs = ", ".join(f"{status} {count}" for status, count in store["status_counts"].items())
+        lines.append(f"{name:<16} {proofs:<24} {store['remaining_after_scan']:>15} "
+                     f"{store['kept_items_of_other_customers']:>21}")
+    verdict = "OK" if ok else "FAILED"
+    lines.append(
+        f"{verdict}: {summary['complete']} of {summary['requests']} requests proven complete; "
+        f"{summary['remaining_after_scan']} items of the deleted customers remain in "
+        f"{len(summary['stores'])} stores.")
+    return "\n".join(lines)
 
 
 def select_specs(selection: str) -> dict[str, tuple[Path, ConsumerSpec]]:
@@ -103,6 +119,8 @@ def select_specs(selection: str) -> dict[str, tuple[Path, ConsumerSpec]]:
 def _run(run: DemoRun, customers: int, stores: str, timeout_s: float) -> dict[str, Any]:
     # Step 1. Broker, environment, topics.
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or _start_broker(run)
+    if run.broker is None:
+        _say(f"Demo topics get a unique prefix on {bootstrap}, so earlier runs do not interfere.")
     _prepare_env(run, bootstrap)
     kafka = KafkaSettings()
     _create_topics(kafka, run.env["TOMBSTONE_PROFILES_TOPIC"])
@@ -147,8 +165,10 @@ def _run(run: DemoRun, customers: int, stores: str, timeout_s: float) -> dict[st
 
 def _start_broker(run: DemoRun) -> str:
     broker = LocalBroker()
-    if broker.running_bootstrap():
-        return broker.running_bootstrap() or ""
+    running = broker.running_bootstrap()
+    if running:
+        _say(f"Using the Kafka broker already running at {running}; the demo leaves it running.")
+        return running
     _say("Starting a local Kafka broker (the first run fetches its jars with Maven)...")
     bootstrap = broker.start()
     run.broker = broker

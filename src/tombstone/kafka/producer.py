@@ -99,7 +99,8 @@ class DurableProducer:
             logger.error("Producer fatal error: %s: %s", code_name(error), error.str())
             self._fatal = error
         elif classify(error) is ErrorClass.RETRIABLE:
-            logger.warning("Producer error (client retries): %s: %s", code_name(error), error.str())
+            # librdkafka logs the same event itself and retries; only DEBUG adds it here.
+            logger.debug("Producer error (client retries): %s: %s", code_name(error), error.str())
         else:
             logger.error("Producer error: %s: %s", code_name(error), error.str())
 

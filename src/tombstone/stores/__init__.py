@@ -10,6 +10,8 @@ from tombstone.spec import (
     DuckdbStoreConfig,
     NullStoreConfig,
     ObjectStoreConfig,
+    PostgresStoreConfig,
+    RedisStoreConfig,
     SearchStoreConfig,
     SqliteStoreConfig,
     TopicStoreConfig,
@@ -18,6 +20,8 @@ from tombstone.stores.base import Outcome, ReceiptBook, Store
 from tombstone.stores.duckdb import DuckdbStore
 from tombstone.stores.null import NullStore
 from tombstone.stores.objects import ObjectStore
+from tombstone.stores.postgres import PostgresStore
+from tombstone.stores.redis import RedisStore
 from tombstone.stores.search import SearchDocument, SearchStore
 from tombstone.stores.sqlite import SqliteStore
 from tombstone.stores.topic import TopicStore
@@ -27,7 +31,9 @@ __all__ = [
     "NullStore",
     "ObjectStore",
     "Outcome",
+    "PostgresStore",
     "ReceiptBook",
+    "RedisStore",
     "SearchDocument",
     "SearchStore",
     "SqliteStore",
@@ -48,8 +54,12 @@ def build_store(spec: ConsumerSpec, kafka: KafkaSettings) -> Store:
         return SearchStore(spec.name, config)
     if isinstance(config, ObjectStoreConfig):
         return ObjectStore(spec.name, config)
+    if isinstance(config, PostgresStoreConfig):
+        return PostgresStore(spec.name, config)
     if isinstance(config, TopicStoreConfig):
         return TopicStore(spec.name, config, kafka, state_dir=Path(spec.state_dir))
+    if isinstance(config, RedisStoreConfig):
+        return RedisStore(spec.name, config)
     if isinstance(config, NullStoreConfig):
         return NullStore(spec.name, config)
     raise TypeError(f"Store kind {config.kind!r} of spec {spec.name} has no implementation.")

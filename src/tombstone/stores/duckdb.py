@@ -19,11 +19,11 @@ from pathlib import Path
 
 import duckdb
 
-from tombstone.errors import StoreUnavailableError
+from tombstone.errors import ConfigError, StoreUnavailableError
 from tombstone.models import AckStatus, DeletionRequest
 from tombstone.spec import DuckdbStoreConfig, TableMapping
 from tombstone.stores.base import RECEIPT_TABLE, Outcome, Store, cutoff_ms
-from tombstone.stores.binding import bind_subject_id, parse_integer_id
+from tombstone.stores.binding import bind_subject_id, check_mapping_columns, parse_integer_id
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,14 @@ class DuckdbStore(Store):
                 " request_id VARCHAR PRIMARY KEY, status VARCHAR NOT NULL,"
                 " items_affected BIGINT NOT NULL, applied_at_ms BIGINT NOT NULL)"
             )
+            for mapping in self.config.tables:
+                columns = [row[0] for row in self._db.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                    [mapping.table]).fetchall()]
+                check_mapping_columns(self.name, mapping, columns)
+        except ConfigError:
+            self.close()
+            raise
         except TRANSIENT_ERRORS as exc:
             self.close()
             raise StoreUnavailableError(

@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from tombstone.errors import StoreUnavailableError
+from tombstone.errors import ConfigError, StoreUnavailableError
 from tombstone.models import DeletionRequest
 from tombstone.spec import SqliteStoreConfig, TableMapping
 from tombstone.stores.base import (
@@ -17,7 +17,7 @@ from tombstone.stores.base import (
     lookup_receipts,
     record_receipts,
 )
-from tombstone.stores.binding import bind_subject_id, parse_integer_id
+from tombstone.stores.binding import bind_subject_id, check_mapping_columns, parse_integer_id
 
 
 class SqliteStore(Store):
@@ -37,6 +37,13 @@ class SqliteStore(Store):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         ensure_receipt_table(self._db)
+        try:
+            for mapping in self.config.tables:
+                columns = [row[1] for row in self._db.execute(f'PRAGMA table_info("{mapping.table}")')]
+                check_mapping_columns(self.name, mapping, columns)
+        except ConfigError:
+            self.close()
+            raise
 
     def close(self) -> None:
         if self._db is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 import socket
 import threading
 import time
@@ -183,6 +184,15 @@ class Worker:
         crash_point("before_commit")
         self._commit(batch)
         crash_point("after_commit")
+        self._log_batch(batch, outcomes)
+
+    def _log_batch(self, batch: Batch, outcomes: dict[str, Outcome]) -> None:
+        if not outcomes and not batch.poison:
+            return
+        statuses = Counter(outcome.status.value for outcome in outcomes.values())
+        logger.info("Batch done: %d requests (%s), %d dead-lettered, %d skipped; offsets committed",
+                    len(outcomes), ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) or "none",
+                    len(batch.poison), batch.skipped)
 
     def _apply_and_verify(self, batch: Batch) -> tuple[dict[str, Outcome], dict[str, int]]:
         started = time.monotonic()
