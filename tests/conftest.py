@@ -68,11 +68,21 @@ def unique_name() -> Callable[[str], str]:
     return lambda prefix: f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+TEST_INVENTORY = """
+[data_classes.customer_profile]
+subject_types = ["customer"]
+stores = [{ store = "operational-db" }]
+"""
+
+
 @pytest.fixture
-def kafka_env(kafka_bootstrap: str, unique_name: Callable[[str], str],
+def kafka_env(kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory,
               monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Environment for one test: its own requests, proofs and dead-letter topics."""
+    """Environment for one test: its own topics, and an inventory of one SQLite store."""
+    inventory = tmp_path_factory.mktemp("inventory") / "inventory.toml"
+    inventory.write_text(TEST_INVENTORY, encoding="utf-8")
     env = {
+        "TOMBSTONE_INVENTORY": str(inventory),
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "TOMBSTONE_REQUESTS_TOPIC": unique_name("requests"),
         "TOMBSTONE_PROOFS_TOPIC": unique_name("proofs"),

@@ -144,3 +144,10 @@ def end_offsets(kafka: KafkaSettings) -> dict[int, int]:
                 for p in metadata.topics[kafka.requests_topic].partitions}
     finally:
         consumer.close()
+
+
+def caught_up(group: str, kafka: KafkaSettings) -> bool:
+    """True when the group committed the end offset of every partition that has records."""
+    committed = committed_offsets(group, kafka)
+    return all(committed.get(p) == end for p, end in end_offsets(kafka).items() if end > 0)
+

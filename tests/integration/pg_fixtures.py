@@ -5,7 +5,8 @@ The server is the project's own cluster from ``deploy/local/services.sh start`` 
 
     from tests.integration.pg_fixtures import pg_admin, postgres_dsn  # noqa: F401
 
-A server that does not answer fails the tests with the reason; they are never skipped.
+A server that does not accept connections fails the tests with the reason. They are never
+skipped.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -22,11 +24,15 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from tombstone.models import DeletionRequest
 from tombstone.spec import PostgresStoreConfig, TableMapping
+from tombstone.stores.postgres import PostgresStore
 
 DEFAULT_DSN = "host=127.0.0.1 port=55432 dbname=tombstone user=tombstone password=tombstone"
 PG_VERSION = os.environ.get("TOMBSTONE_PG_VERSION", "15")
 PG_CLUSTER = "tombstone"
+CUTOFF_MS = 1_700_000_000_000
+CUTOFF = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=CUTOFF_MS)
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +45,7 @@ def postgres_dsn() -> str:
     except psycopg.Error as exc:
         pytest.fail(
             f"PostgreSQL at {params.get('host')}:{params.get('port')}/{params.get('dbname')} is not "
-            f"reachable, so PostgreSQL store tests cannot run: {exc}. Start it with "
+            f"reachable, so PostgreSQL store tests cannot run: {exc}\nStart it with "
             "`bash deploy/local/services.sh start`, or set TOMBSTONE_TEST_PG_DSN.",
             pytrace=False,
         )
@@ -65,6 +71,7 @@ class PgAdmin:
         self._tables: list[str] = []
         self._functions: list[str] = []
         self._collations: list[str] = []
+        self._domains: list[str] = []
         self._stores: list[str] = []
 
     def name(self, prefix: str) -> str:
@@ -92,6 +99,13 @@ class PgAdmin:
         self._collations.append(collation)
         return collation
 
+    def create_domain(self, prefix: str, definition: str) -> str:
+        """Create a domain ``AS definition`` (SQL) and return its name."""
+        domain = self.name(prefix)
+        self.conn.execute(sql.SQL("CREATE DOMAIN {} AS " + definition).format(sql.Identifier(domain)))
+        self._domains.append(domain)
+        return domain
+
     def store_name(self, prefix: str = "pg") -> str:
         """A store name whose receipts are deleted at the end of the test."""
         store = self.name(prefix).replace("_", "-")
@@ -118,6 +132,8 @@ class PgAdmin:
             self.conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {} CASCADE").format(sql.Identifier(function)))
         for collation in self._collations:
             self.conn.execute(sql.SQL("DROP COLLATION IF EXISTS {}").format(sql.Identifier(collation)))
+        for domain in self._domains:
+            self.conn.execute(sql.SQL("DROP DOMAIN IF EXISTS {}").format(sql.Identifier(domain)))
         if self._stores and self.conn.execute("SELECT to_regclass('tombstone_receipts')").fetchone()[0]:
             self.conn.execute("DELETE FROM tombstone_receipts WHERE store = ANY(%s)", [self._stores])
         self.conn.close()
@@ -147,3 +163,65 @@ def start_cluster(dsn: str, timeout_s: float = 60.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def make_request(subject_id: str, data_class: str = "orders", cutoff: datetime = CUTOFF,
+                 subject_type: str = "customer") -> DeletionRequest:
+    return DeletionRequest(subject_type=subject_type, subject_id=subject_id, data_class=data_class,
+                           reason="user_request", requested_by="test", cutoff_at=cutoff)
+
+
+def table_mapping(table: str, subject_id_type: str = "integer", data_class: str = "orders",
+                  updated_at_column: str = "updated_at_ms", subject_type: str = "customer") -> TableMapping:
+    """A mapping of ``table`` whose subject column is ``subject_id``."""
+    return TableMapping(table=table, data_class=data_class, subject_type=subject_type, subject_column="subject_id",
+                        subject_id_type=subject_id_type, updated_at_column=updated_at_column)
+
+
+@pytest.fixture
+def open_store(pg_admin: PgAdmin, postgres_dsn: str) -> Iterator[Callable[..., PostgresStore]]:
+    """Open a store over the given mappings. The fixture closes it at the end of the test."""
+    opened: list[PostgresStore] = []
+
+    def open_(*tables: TableMapping, **overrides: Any) -> PostgresStore:
+        store = PostgresStore(pg_admin.store_name(), store_config(postgres_dsn, list(tables), **overrides))
+        store.open()
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def orders(pg_admin: PgAdmin) -> str:
+    """A table with a bigint subject column and an epoch-ms update column."""
+    return pg_admin.create_table("orders", "subject_id bigint, updated_at_ms bigint, amount int")
+
+
+def add_rows(admin: PgAdmin, table: str, rows: list[tuple[Any, Any]], updated_column: str = "updated_at_ms") -> None:
+    """Insert (subject id, update time) rows."""
+    statement = sql.SQL("INSERT INTO {} (subject_id, {}) VALUES (%s, %s)").format(
+        sql.Identifier(table), sql.Identifier(updated_column))
+    admin.conn.cursor().executemany(statement, rows)
+
+
+def backend_state(admin: PgAdmin, store: PostgresStore) -> str:
+    """Return the state of the store's server process, such as "idle" or "idle in transaction"."""
+    return admin.execute("SELECT state FROM pg_stat_activity WHERE application_name = %s",
+                         [f"tombstone-{store.name}"])[0][0]
+
+
+def count_executes(monkeypatch: pytest.MonkeyPatch, admin: PgAdmin) -> list[str]:
+    """Record the statements that connections other than the admin's execute."""
+    calls: list[str] = []
+    original = psycopg.Connection.execute
+
+    def counting(self: psycopg.Connection, query: Any, *args: Any, **kwargs: Any) -> Any:
+        if self is not admin.conn:
+            calls.append(query.as_string(self) if hasattr(query, "as_string") else str(query))
+        return original(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", counting)
+    return calls

@@ -1,8 +1,8 @@
 """Fixtures for tests against the project's Redis server.
 
 ``bash deploy/local/services.sh start`` runs it on 127.0.0.1, port TOMBSTONE_REDIS_PORT
-(default 56379). A test that needs it fails with that instruction when it does not answer;
-it is never skipped. Import the fixtures into a test module by name.
+(default 56379). A test that needs it fails with that instruction when the server does not
+respond, and is never skipped. Import the fixtures into a test module by name.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
 
 @pytest.fixture
 def redis_url() -> str:
-    """URL of the project's Redis server, after checking that it answers PING."""
+    """URL of the project's Redis server, after checking that it responds to PING."""
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3, socket_timeout=3)
     try:
         client.ping()
@@ -45,12 +45,12 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def redis_namespace(redis_url: str) -> Iterator[str]:
-    """A key prefix that no other test uses; its keys are deleted after the test."""
+    """A key prefix that no other test uses. Its keys are deleted after the test."""
     namespace = f"tombstone-test-{uuid.uuid4().hex[:12]}"
     yield namespace
     client = redis.Redis.from_url(redis_url, socket_timeout=5)
     try:
-        # SCAN here is test cleanup only; the store under test never scans.
+        # SCAN here is test cleanup only, and the store under test never scans.
         keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
         if keys:
             client.unlink(*keys)

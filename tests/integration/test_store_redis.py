@@ -158,6 +158,32 @@ def test_apply_contended_raises_unavailable(make_redis_store, redis_client, redi
     assert redis_client.hget(store.receipts_key, request.request_id) is None
 
 
+def test_apply_connection_lost_unavailable(make_redis_store, redis_client, redis_namespace) -> None:
+    recorder = Recorder()
+    name = f"cache-{redis_namespace[-12:]}"
+    store = make_redis_store(name=name, client_factory=recorder.client_factory)
+    key = f"{redis_namespace}:profile"
+    store.put("customer:17", "customer_profile", key, b"v", CUTOFF_MS - 1000)
+    request = _request("customer:17")
+
+    def kill_connections(names: list[str]) -> None:
+        # Close the store's connections on the server while its keys are WATCHed.
+        if names[0] == "MULTI" and recorder.before_send is not None:
+            recorder.before_send = None
+            for client in redis_client.client_list():
+                if client["name"] == f"tombstone-{name}":
+                    redis_client.client_kill_filter(_id=client["id"])
+
+    recorder.before_send = kill_connections
+    with pytest.raises(StoreUnavailableError) as raised:
+        store.apply([request])
+
+    assert isinstance(raised.value.__cause__, redis.ConnectionError)
+    assert redis_client.get(key) == b"v"
+    outcome = store.apply([request])[request.request_id]
+    assert (outcome.status, outcome.items_affected) == (AckStatus.DELETED, 1)
+    assert redis_client.exists(key) == 0
+
 def test_apply_replay_returns_receipt(make_redis_store, redis_client, redis_namespace) -> None:
     store = make_redis_store()
     ns = redis_namespace

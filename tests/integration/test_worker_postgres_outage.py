@@ -1,6 +1,7 @@
-"""A worker with a PostgreSQL store while the server is down for 30 s: pause, retry, complete.
+"""A worker with a PostgreSQL store: a 30 s server outage (pause, retry, complete), and a
+request whose subject id the column cannot hold.
 
-The test stops the project's own cluster (``pg_ctlcluster ... stop -m immediate``), so it
+The outage test stops the project's own cluster (``pg_ctlcluster ... stop -m immediate``), so it
 needs the rights to do that, and other tests must not use the cluster at the same time.
 """
 
@@ -9,13 +10,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from tests.integration.helpers import ProofReader, committed_offsets, end_offsets, wait_for
-from tests.integration.pg_fixtures import PgAdmin, pg_admin, postgres_dsn, start_cluster, stop_cluster  # noqa: F401
+from tests.integration.pg_fixtures import PgAdmin, start_cluster, stop_cluster
+# Fixtures, imported so that pytest finds them.
+from tests.integration.pg_fixtures import pg_admin, postgres_dsn  # noqa: F401
 from tombstone.models import AckStatus, DeletionRequest
 from tombstone.requester import Requester, new_request
 from tombstone.settings import KafkaSettings
@@ -64,7 +68,7 @@ subject_id_type = "integer"
     return spec
 
 
-def submit(ids: range) -> list[DeletionRequest]:
+def submit(ids: Iterable[int | str]) -> list[DeletionRequest]:
     requester = Requester(KafkaSettings())
     try:
         return requester.submit([new_request(f"customer:{i}", "customer_profile", "user_request", "test")
@@ -97,8 +101,9 @@ def test_outage_pauses_then_completes(tmp_path: Path, pg_admin: PgAdmin, postgre
     spec = write_postgres_spec(tmp_path, store, table, postgres_dsn)
     kafka, group = KafkaSettings(), load_spec(spec).consumer_group
     worker = start_worker(spec)
-    wait_for(lambda: worker.worker.health.ready and bool(worker.worker.consumer.assignment()),
-             what="the worker to join its group")
+    # Consumer.assignment() called from this thread blocks while the worker thread sits in
+    # consume(), so membership is read from the worker's rebalance log lines instead.
+    wait_for(lambda: log_count(caplog, "Assigned") >= 1, what="the worker to join its group")
     before = submit(range(1, 6))
     wait_for(lambda: acked(proof_reader, before) == 5, what="5 acks before the outage")
     wait_for(lambda: committed_offsets(group, kafka) == end_offsets(kafka), what="the commit before the outage")
@@ -118,7 +123,7 @@ def test_outage_pauses_then_completes(tmp_path: Path, pg_admin: PgAdmin, postgre
         assert registry.get_sample_value("tombstone_store_up", {"store": store}) == 0
         while time.monotonic() - stopped_at < OUTAGE_S:
             assert committed_offsets(group, kafka) == committed_before, "offsets committed while PostgreSQL was down"
-            assert worker.worker.consumer.assignment(), "the worker lost its partitions during the outage"
+            assert log_count(caplog, "Revoked") == 0, "the worker lost its partitions during the outage"
             assert worker.thread.is_alive(), f"the worker stopped during the outage: {worker.error!r}"
             time.sleep(1)
         assert acked(proof_reader, during) == 0
@@ -129,15 +134,42 @@ def test_outage_pauses_then_completes(tmp_path: Path, pg_admin: PgAdmin, postgre
 
     wait_for(lambda: acked(proof_reader, during) == 25, timeout_s=90, what="25 acks after the outage")
     wait_for(lambda: committed_offsets(group, kafka) == end_offsets(kafka), what="the commit after the outage")
+    # Read before join(), because leaving the group at shutdown revokes the partitions.
+    assigned_after, revoked_after = log_count(caplog, "Assigned"), log_count(caplog, "Revoked")
     worker.join()
 
     assert retries_down >= retries_before + 2
-    assert log_count(caplog, "Assigned") == assigned_before
-    assert log_count(caplog, "Revoked") == 0
+    assert assigned_after == assigned_before
+    assert revoked_after == 0
     assert registry.get_sample_value("tombstone_partitions_paused", {"store": store}) == 0
+    assert registry.get_sample_value("tombstone_store_up", {"store": store}) == 1
     acks = [a for a in proof_reader.acks if a.store == store]
     assert Counter(a.request_id for a in acks) == Counter(r.request_id for r in before + during)
     assert {a.status for a in acks} == {AckStatus.DELETED}
     assert {(a.items_affected, a.remaining) for a in acks} == {(ROWS_PER_SUBJECT, 0)}
     assert pg_admin.count(table, "customer_id BETWEEN 1 AND 30") == 0
     assert pg_admin.count(table, "customer_id BETWEEN 31 AND 40") == 10 * ROWS_PER_SUBJECT
+
+
+def test_worker_rejects_bad_id_deletes_rest(tmp_path: Path, pg_admin: PgAdmin, postgres_dsn: str,  # noqa: F811
+                                            proof_reader: ProofReader, start_worker,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOMBSTONE_PG_PASSWORD", conninfo_to_dict(postgres_dsn).get("password", ""))
+    table = pg_admin.create_table("customer", "customer_id bigint, name text, updated_at_ms bigint")
+    pg_admin.conn.cursor().executemany(f'INSERT INTO "{table}" VALUES (%s, %s, 1)',
+                                       [(i, f"name {i}") for i in range(1, 4)])
+    store = pg_admin.store_name("reject")
+    spec = write_postgres_spec(tmp_path, store, table, postgres_dsn)
+    first, bad, second = submit(["1", "1_7", "2"])
+    worker = start_worker(spec)
+
+    wait_for(lambda: acked(proof_reader, [first, bad, second]) == 3, what="3 acks")
+    worker.join()
+
+    status = {a.request_id: (a.status, a.reason_code) for a in proof_reader.acks if a.store == store}
+    assert status[first.request_id] == (AckStatus.DELETED, None)
+    assert status[second.request_id] == (AckStatus.DELETED, None)
+    assert status[bad.request_id] == (AckStatus.REJECTED, "subject_id_type")
+    assert [d.reason for d in proof_reader.dead_letters] == ["subject_id_type"]
+    assert pg_admin.count(table, "customer_id IN (1, 2)") == 0
+    assert pg_admin.count(table, "customer_id = 3") == 1

@@ -111,6 +111,22 @@ def test_open_password_twice_config_error() -> None:
     assert "redis://app:***@127.0.0.1:6379/0" in str(raised.value)
 
 
+def test_open_empty_password_unset() -> None:
+    received: dict[str, Any] = {}
+
+    class Client:
+        def ping(self) -> bool:
+            return True
+
+    def factory(url: str, **options: Any) -> Client:
+        received.update(options)
+        return Client()
+
+    store = RedisStore("cache", _config(url="redis://app:pw@127.0.0.1:6379/0", password=""), client_factory=factory)
+    store.open()
+
+    assert received["password"] is None
+
 def test_config_rejects_brace_in_prefix() -> None:
     with pytest.raises(pydantic.ValidationError):
         _config(index_prefix="cache:{tenant}")

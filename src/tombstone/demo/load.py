@@ -14,13 +14,16 @@ from collections.abc import Iterable
 from typing import Any
 
 import duckdb
+import psycopg
 
 from tombstone.demo.chinook import Chinook
+from tombstone.errors import TombstoneError
 from tombstone.settings import KafkaSettings
 from tombstone.spec import ConsumerSpec, TableMapping
 from tombstone.stores import build_store
 from tombstone.stores.base import Store
 from tombstone.stores.objects import ObjectStore
+from tombstone.stores.redis import RedisStore
 from tombstone.stores.search import SearchDocument, SearchStore
 from tombstone.stores.topic import TopicStore
 
@@ -43,6 +46,9 @@ def load_stores(specs: Iterable[ConsumerSpec], kafka: KafkaSettings, data: Chino
         if kind in ("sqlite", "duckdb"):
             _load_tables(spec, data, stamp_ms)
             continue
+        if kind == "postgresql":
+            _load_postgres(spec, data, stamp_ms)
+            continue
         with build_store(spec, kafka) as store:
             if isinstance(store, SearchStore):
                 store.add_documents(_search_documents(data, stamp_ms))
@@ -50,6 +56,10 @@ def load_stores(specs: Iterable[ConsumerSpec], kafka: KafkaSettings, data: Chino
                 _load_exports(store, data)
             elif isinstance(store, TopicStore):
                 store.publish((_subject(c), json.dumps(c, ensure_ascii=False).encode()) for c in data.customers)
+            elif isinstance(store, RedisStore):
+                for customer in data.customers:
+                    store.put(_subject(customer), "customer_profile", f"demo:customer:{customer['customer_id']}",
+                              {k: _cell(v) or "" for k, v in customer.items()}, written_at_ms=stamp_ms)
 
 
 def _load_tables(spec: ConsumerSpec, data: Chinook, stamp_ms: int) -> None:
@@ -71,6 +81,38 @@ def _load_tables(spec: ConsumerSpec, data: Chinook, stamp_ms: int) -> None:
         connection.commit()
     finally:
         connection.close()
+
+
+def _load_postgres(spec: ConsumerSpec, data: Chinook, stamp_ms: int) -> None:
+    """Recreate the spec's tables in PostgreSQL; the demo owns these tables."""
+    config = spec.store
+    password = config.password.get_secret_value() if config.password else None  # type: ignore[union-attr]
+    try:
+        connection = psycopg.connect(host=config.host, port=config.port, dbname=config.dbname,  # type: ignore[union-attr]
+                                     user=config.user, password=password,  # type: ignore[union-attr]
+                                     connect_timeout=int(config.connect_timeout_s))  # type: ignore[union-attr]
+    except psycopg.OperationalError as exc:
+        raise TombstoneError(
+            f"PostgreSQL for store {spec.name} is not reachable at {config.host}:{config.port} "  # type: ignore[union-attr]
+            f"({str(exc).strip()}). Start it with `make services`, or leave it out with --stores embedded."
+        ) from None
+    with connection:
+        for mapping in config.tables:  # type: ignore[union-attr]
+            rows = _rows_for(mapping, data)
+            columns = [*rows[0].keys(), mapping.updated_at_column]
+            definitions = ", ".join(
+                f'"{c}" {"bigint" if c in (mapping.subject_column, mapping.updated_at_column) else "text"}'
+                for c in columns)
+            connection.execute(f'DROP TABLE IF EXISTS "{mapping.table}"')
+            connection.execute(f'CREATE TABLE "{mapping.table}" ({definitions})')
+            connection.execute(f'CREATE INDEX ON "{mapping.table}" ("{mapping.subject_column}")')
+            with connection.cursor() as cursor:
+                marks = ", ".join(["%s"] * len(columns))
+                cursor.executemany(
+                    f'INSERT INTO "{mapping.table}" VALUES ({marks})',
+                    [[*(_cell(row[c]) if c != mapping.subject_column else row[c] for c in rows[0]), stamp_ms]
+                     for row in rows])
+    connection.close()
 
 
 def _cell(value: Any) -> Any:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 import uuid
+from collections.abc import Iterable
 
 from tombstone.errors import ConfigError, PermanentRecordError
 from tombstone.models import DeletionRequest

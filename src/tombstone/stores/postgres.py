@@ -1,25 +1,24 @@
 """PostgreSQL table store: one transaction per batch, receipts included.
 
-Each mapped table gets one ``DELETE`` per batch, joined with the batch's subject ids and
-cut-offs passed as arrays, so the number of statements does not grow with the batch. The
-deleted rows are attributed in SQL to the first request in batch order whose cut-off
-covers them, as the DuckDB store does in Python. Tables are deleted from in the order the
-spec lists them, so list a table that references another (by a foreign key without
-``ON DELETE CASCADE``) before the table it references.
+Each mapped table gets one ``DELETE`` per batch, with the batch's subject ids and cut-offs
+passed as arrays, so the number of statements does not grow with the batch. Tables are
+deleted from in the order the spec lists them, so list a table that references another
+(by a foreign key without ``ON DELETE CASCADE``) before the table it references.
 
-Subject ids are bound with the column's real type (see ``postgres_columns``). Text ids are
-compared exactly. An id that differs from stored ids only in case would match nothing and
-be proven ``ABSENT``, so a request is rejected with reason ``subject_id_case`` when the
-table holds rows at or before its cut-off whose id equals the request's id ignoring case
-but not exactly.
+Subject ids are bound with the column's real type (see ``postgres_tables``). Text ids are
+compared exactly, so an id that differs from stored ids only in case would match nothing
+and be proven ``ABSENT``. To prevent that, a request is rejected with reason
+``subject_id_case`` when the table contains rows at or before its cut-off whose id equals
+the request's id ignoring case but not exactly.
 
 Errors: connection loss, timeouts, deadlocks, serialization failures and a read-only
 server (a standby after failover) raise ``StoreUnavailableError``, and the worker retries
 the batch. A broken connection is dropped and the next call reconnects. A value or
 constraint error is traced to one request by applying each request alone and rolling
-back, and that request is rejected. If no single request reproduces the error, the store
-raises ``StoreError``, which stops the worker: retrying the same batch would fail the same
-way forever while the metrics reported an outage.
+back, and that request is rejected. A trigger's RAISE EXCEPTION is handled the same way.
+If no single request reproduces the error, the store raises ``StoreError``, which stops
+the worker, because retrying the same batch would fail the same way forever while the
+metrics reported an outage.
 """
 
 from __future__ import annotations
@@ -27,8 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
@@ -37,7 +35,7 @@ from tombstone.errors import ConfigError, PermanentRecordError, StoreError, Stor
 from tombstone.models import AckStatus, DeletionRequest
 from tombstone.spec import PostgresStoreConfig
 from tombstone.stores.base import RECEIPT_TABLE, Outcome, Store
-from tombstone.stores.postgres_columns import CutoffValue, SubjectValue, TableColumns, inspect_tables, reject_nul
+from tombstone.stores.postgres_tables import SubjectValue, TableColumns, TablePlan, inspect_tables, reject_nul
 
 logger = logging.getLogger(__name__)
 
@@ -45,81 +43,22 @@ T = TypeVar("T")
 
 # A standby after a failover rejects writes until the client reaches the new primary.
 TRANSIENT_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.ReadOnlySqlTransaction)
-# Errors that one request's values or rows can cause, and that repeat on every retry.
-VALUE_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
+# Errors that one request's values or rows can cause, and that repeat on every retry. A
+# trigger that blocks a delete with RAISE EXCEPTION raises RaiseException (SQLSTATE P0001).
+VALUE_ERRORS = (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.RaiseException)
+_REJECT_REASONS = (
+    (psycopg.DataError, "invalid_value"),
+    (psycopg.IntegrityError, "constraint_violation"),
+    (psycopg.errors.RaiseException, "trigger_rejected"),
+)
 
-# The batch as rows (subject_id, cutoff, position), position counting from 1 in batch order.
-_BATCH = sql.SQL(
-    "SELECT * FROM unnest({subjects}::{subject_type}, {cutoffs}::{cutoff_type})"
-    " WITH ORDINALITY AS b(subject_id, cutoff, position)"
-)
-# Rows with equal subject id and update time are interchangeable, so the deleted rows are
-# grouped by both and each group goes to the first request whose cut-off covers it.
-_DELETE = sql.SQL(
-    "WITH batch AS ({batch}),"
-    " deleted AS (DELETE FROM {table} AS t USING batch"
-    "  WHERE t.{subject} = batch.subject_id AND (t.{updated} IS NULL OR t.{updated} <= batch.cutoff)"
-    "  RETURNING t.{subject} AS subject_id, t.{updated} AS updated),"
-    " grouped AS (SELECT subject_id, updated, count(*) AS n FROM deleted GROUP BY subject_id, updated),"
-    " owners AS (SELECT min(batch.position) AS position, grouped.n FROM grouped JOIN batch"
-    "  ON batch.subject_id = grouped.subject_id"
-    "  AND (grouped.updated IS NULL OR grouped.updated <= batch.cutoff)"
-    "  GROUP BY grouped.subject_id, grouped.updated, grouped.n)"
-    " SELECT position, sum(n)::bigint FROM owners GROUP BY position"
-)
-_COUNT = sql.SQL(
-    "SELECT b.position, count(*) FROM ({batch}) AS b JOIN {table} AS t"
-    " ON t.{subject} = b.subject_id AND (t.{updated} IS NULL OR t.{updated} <= b.cutoff)"
-    " GROUP BY b.position"
-)
-# NOTE: lower() cannot use a plain index on the subject column, so on a large table create
-# an index on lower(subject_column) to keep this check from scanning the whole table.
-_CASE_VARIANTS = sql.SQL(
-    "SELECT min(b.position) FROM ({batch}) AS b WHERE EXISTS (SELECT FROM {table} AS t"
-    " WHERE lower(t.{subject}) = lower(b.subject_id) AND t.{subject} <> b.subject_id"
-    " AND (t.{updated} IS NULL OR t.{updated} <= b.cutoff))"
-)
+# The primary key includes the store, because several stores may share one database.
 _CREATE_RECEIPTS = (
     f"CREATE TABLE IF NOT EXISTS {RECEIPT_TABLE} ("
     " request_id text NOT NULL, store text NOT NULL, status text NOT NULL,"
     " items_affected bigint NOT NULL, applied_at timestamptz NOT NULL,"
     " PRIMARY KEY (store, request_id))"
 )
-
-
-@dataclass
-class _TablePlan:
-    """The requests of one batch that touch one table, in batch order."""
-
-    table: TableColumns
-    request_ids: list[str] = field(default_factory=list)
-    subject_ids: list[SubjectValue] = field(default_factory=list)
-    cutoffs: list[CutoffValue] = field(default_factory=list)
-
-    def add(self, request: DeletionRequest) -> None:
-        self.request_ids.append(request.request_id)
-        self.subject_ids.append(self.table.bind(request))
-        self.cutoffs.append(self.table.cutoff(request))
-
-    def only(self, request_ids: set[str]) -> _TablePlan:
-        plan = _TablePlan(self.table)
-        for item in zip(self.request_ids, self.subject_ids, self.cutoffs, strict=True):
-            if item[0] in request_ids:
-                plan.request_ids.append(item[0])
-                plan.subject_ids.append(item[1])
-                plan.cutoffs.append(item[2])
-        return plan
-
-    def statement(self, template: sql.SQL) -> sql.Composed:
-        mapping = self.table.mapping
-        batch = _BATCH.format(subjects=sql.Placeholder(), subject_type=self.table.subject_array_type,
-                              cutoffs=sql.Placeholder(), cutoff_type=self.table.cutoff_array_type)
-        return template.format(batch=batch, table=sql.Identifier(mapping.table),
-                               subject=sql.Identifier(mapping.subject_column),
-                               updated=sql.Identifier(mapping.updated_at_column))
-
-    def run(self, conn: psycopg.Connection, template: sql.SQL) -> list[tuple[Any, ...]]:
-        return conn.execute(self.statement(template), [self.subject_ids, self.cutoffs]).fetchall()
 
 
 class PostgresStore(Store):
@@ -133,7 +72,7 @@ class PostgresStore(Store):
         self._conn: psycopg.Connection | None = None
         self._tables: list[TableColumns] | None = None
 
-    # Connection
+    # Connection and transactions
 
     def open(self) -> None:
         self._drop_connection()
@@ -165,7 +104,8 @@ class PostgresStore(Store):
                 # libpq takes whole seconds and treats values below 2 as 2.
                 connect_timeout=max(2, math.ceil(config.connect_timeout_s)),
                 options=f"-c statement_timeout={math.ceil(config.statement_timeout_s * 1000)}",
-                # Detect a server that vanished without closing the socket within about a minute.
+                # Detect a server that vanished without closing the socket within about a minute:
+                # 30 s idle, then three probes 10 s apart.
                 keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3,
             )
         except psycopg.Error as exc:
@@ -196,7 +136,8 @@ class PostgresStore(Store):
                 f"as a user who may, with: {_CREATE_RECEIPTS}"
             ) from exc
         except psycopg.errors.UniqueViolation:
-            # Another worker created the table at the same moment.
+            # CREATE TABLE IF NOT EXISTS races with a concurrent one and loses on pg_type's key.
+            logger.info("PostgreSQL store %s: another worker created %s at the same moment", self.name, RECEIPT_TABLE)
             conn.rollback()
 
     def _drop_connection(self) -> None:
@@ -209,7 +150,8 @@ class PostgresStore(Store):
 
         Raises:
             StoreUnavailableError: a transient database error.
-            psycopg.DataError, psycopg.IntegrityError: unchanged, for the caller to attribute.
+            psycopg.DataError, psycopg.IntegrityError, psycopg.errors.RaiseException:
+                unchanged, for the caller to attribute to a request.
             StoreError: any other database error.
         """
         conn = self._connection()
@@ -227,6 +169,7 @@ class PostgresStore(Store):
             raise
 
     def _end_failed_transaction(self, conn: psycopg.Connection, exc: BaseException) -> None:
+        # A standby stays read-only, so a new connection is the only way to reach the primary.
         if conn.broken or conn.closed or isinstance(exc, (psycopg.InterfaceError, psycopg.errors.ReadOnlySqlTransaction)):
             logger.debug("PostgreSQL store %s: dropping the connection after %s", self.name, type(exc).__name__)
             self._drop_connection()
@@ -255,7 +198,8 @@ class PostgresStore(Store):
 
         Raises:
             PermanentRecordError: a subject id the column cannot hold, an id that matches
-                stored ids only ignoring case, or a value or constraint error of one request.
+                stored ids only ignoring case, or a value error, constraint violation or
+                trigger exception caused by one request.
             StoreUnavailableError: a transient database error; nothing was committed.
             StoreError: a database error that no single request reproduces.
         """
@@ -266,13 +210,13 @@ class PostgresStore(Store):
         try:
             return self._run(lambda conn: self._apply_in_transaction(conn, plans, request_ids))
         except VALUE_ERRORS as exc:
-            # Step 3. Reject the one request that the database cannot apply.
+            # Step 3. Find the one request that the database cannot apply.
             raise self._isolate(exc, plans, request_ids) from exc
 
-    def _plan(self, requests: Sequence[DeletionRequest]) -> tuple[list[str], list[_TablePlan]]:
+    def _plan(self, requests: Sequence[DeletionRequest]) -> tuple[list[str], list[TablePlan]]:
         if self._tables is None:
             raise RuntimeError(f"Store {self.name} is not open; call open() first.")
-        plans = [_TablePlan(table) for table in self._tables]
+        plans = [TablePlan(table) for table in self._tables]
         request_ids: dict[str, None] = {}
         for request in requests:
             if request.request_id in request_ids:
@@ -285,17 +229,17 @@ class PostgresStore(Store):
                     plan.add(request)
         return list(request_ids), [plan for plan in plans if plan.request_ids]
 
-    def _apply_in_transaction(self, conn: psycopg.Connection, plans: list[_TablePlan],
+    def _apply_in_transaction(self, conn: psycopg.Connection, plans: list[TablePlan],
                               request_ids: list[str]) -> dict[str, Outcome]:
         receipts = self._lookup_receipts(conn, request_ids)
         fresh = {request_id for request_id in request_ids if request_id not in receipts}
         for plan in plans:
             if plan.table.is_text:
-                self._reject_case_variants(conn, plan.only(fresh))
+                self._reject_case_variant(conn, plan.only(fresh))
 
         deleted = dict.fromkeys(request_ids, 0)
         for plan in plans:
-            for request_id, count in self._delete(conn, plan).items():
+            for request_id, count in plan.delete(conn).items():
                 deleted[request_id] += count
         outcomes = {
             request_id: receipts.get(request_id) or Outcome.from_count(deleted[request_id])
@@ -303,13 +247,10 @@ class PostgresStore(Store):
         }
         return self._record_receipts(conn, outcomes)
 
-    def _reject_case_variants(self, conn: psycopg.Connection, plan: _TablePlan) -> None:
-        if not plan.request_ids:
+    def _reject_case_variant(self, conn: psycopg.Connection, plan: TablePlan) -> None:
+        request_id = plan.first_case_variant(conn) if plan.request_ids else None
+        if request_id is None:
             return
-        row = plan.run(conn, _CASE_VARIANTS)[0]
-        if row[0] is None:
-            return
-        request_id = plan.request_ids[row[0] - 1]
         mapping = plan.table.mapping
         raise PermanentRecordError(
             "subject_id_case",
@@ -318,14 +259,6 @@ class PostgresStore(Store):
             "exactly, so resubmit the request with the stored spelling of the id.",
             request_id,
         )
-
-    def _delete_all(self, conn: psycopg.Connection, plans: list[_TablePlan]) -> None:
-        for plan in plans:
-            if plan.request_ids:
-                self._delete(conn, plan)
-
-    def _delete(self, conn: psycopg.Connection, plan: _TablePlan) -> dict[str, int]:
-        return {plan.request_ids[position - 1]: count for position, count in plan.run(conn, _DELETE)}
 
     def _lookup_receipts(self, conn: psycopg.Connection, request_ids: list[str]) -> dict[str, Outcome]:
         rows = conn.execute(
@@ -353,15 +286,16 @@ class PostgresStore(Store):
             outcomes = {**outcomes, **self._lookup_receipts(conn, sorted(lost))}
         return outcomes
 
-    def _isolate(self, exc: psycopg.Error, plans: list[_TablePlan], request_ids: list[str]) -> StoreError:
+    def _isolate(self, exc: psycopg.Error, plans: list[TablePlan], request_ids: list[str]) -> StoreError:
         """Apply each request alone, rolled back, to find the first that the database rejects."""
         # NOTE: one transaction per request of the batch; this runs only after a value error.
         for request_id in request_ids:
             single = [plan.only({request_id}) for plan in plans]
             try:
-                self._run(lambda conn, single=single: self._delete_all(conn, single), commit=False)
+                self._run(lambda conn, single=single: [p.delete(conn) for p in single if p.request_ids],
+                          commit=False)
             except VALUE_ERRORS as request_exc:
-                reason = "invalid_value" if isinstance(request_exc, psycopg.DataError) else "constraint_violation"
+                reason = next(code for kind, code in _REJECT_REASONS if isinstance(request_exc, kind))
                 return PermanentRecordError(
                     reason,
                     f"PostgreSQL store {self.name} cannot apply request {request_id}: the delete "
@@ -383,13 +317,14 @@ class PostgresStore(Store):
         def count(conn: psycopg.Connection) -> dict[str, int]:
             counts = dict.fromkeys(request_ids, 0)
             for plan in plans:
-                for position, remaining in plan.run(conn, _COUNT):
-                    counts[plan.request_ids[position - 1]] += remaining
+                for request_id, remaining in plan.count(conn).items():
+                    counts[request_id] += remaining
             return counts
 
         return self._run_read(count)
 
     def scan_subject(self, subject_key: str) -> int:
+        """Count every row of the subject in the tables mapped to its subject type, exactly matched."""
         subject_type, _, subject_id = subject_key.partition(":")
         # Two mappings (two data classes) may share a table, so each table is counted once.
         targets: dict[tuple[str, str], tuple[TableColumns, SubjectValue]] = {}
@@ -419,11 +354,13 @@ class PostgresStore(Store):
 def _describe(exc: psycopg.Error) -> str:
     """Name the error without its DETAIL, which can contain key values such as subject ids."""
     if exc.sqlstate is None:
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}"
-    where = ", ".join(f"{label} {value}" for label, value in
-                      (("table", exc.diag.table_name), ("constraint", exc.diag.constraint_name)) if value)
-    text = f"{type(exc).__name__} (SQLSTATE {exc.sqlstate}{', ' + where if where else ''})"
-    # Messages of these classes describe the server's state, never row values.
+        first_line = str(exc).splitlines()[0] if str(exc) else "no message"
+        return f"{type(exc).__name__}: {first_line}"
+    names = (("table", exc.diag.table_name), ("constraint", exc.diag.constraint_name))
+    where = "".join(f", {label} {value}" for label, value in names if value)
+    text = f"{type(exc).__name__} (SQLSTATE {exc.sqlstate}{where})"
+    # PostgreSQL's primary messages for these classes describe server state (timeouts, locks,
+    # shutdown, read-only mode) and name relations, not row values.
     if isinstance(exc, TRANSIENT_ERRORS) and exc.diag.message_primary:
         text += f": {exc.diag.message_primary}"
     return text

@@ -24,7 +24,7 @@ WATCHed too, so an expiry or eviction before the EXEC aborts it and the counts i
 receipts stay exact. WATCH was chosen over a Lua script because a script that deletes keys
 it read from an index accesses keys not declared in KEYS, which Redis scripting forbids.
 
-Requires Redis 6.2 or later (ZMSCORE); tested with 7.0.
+Requires Redis 6.2 or later for ZMSCORE. Tested with Redis 7.0.15.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ logger = logging.getLogger(__name__)
 # are subclasses of ConnectionError; ReadOnlyError comes from a replica that is not yet promoted.
 _UNAVAILABLE_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError,
                        redis.exceptions.OutOfMemoryError)
-# A put() on a hot subject aborts the EXEC; after this many aborts apply() raises
-# StoreUnavailableError and the worker retries with its backoff.
+# A put() on a subject of the batch aborts the EXEC. After this many aborts apply() raises
+# StoreUnavailableError, and the worker retries the batch with its backoff.
 _WATCH_ATTEMPTS = 5
 
 HashValue = bytes | str | int | float
@@ -61,7 +61,7 @@ HashValue = bytes | str | int | float
 
 @dataclass
 class _Plan:
-    """What one attempt of ``apply`` read, by request id."""
+    """Candidates and receipts that one attempt of ``apply`` read, by request id."""
 
     # Keys that the request's index lists at or before its cut-off.
     candidates: dict[str, list[bytes]] = field(default_factory=dict)
@@ -86,13 +86,14 @@ class RedisStore(Store):
     def open(self) -> None:
         """Create the client and PING the server."""
         url = self.config.url
-        password = self.config.password
-        if password is not None and urlsplit(url).password:
+        # An empty password is unset, as "${TOMBSTONE_REDIS_PASSWORD:-}" expands to one.
+        password = self.config.password.get_secret_value() if self.config.password is not None else ""
+        if password and urlsplit(url).password:
             raise ConfigError(f"Redis store {self.name}: the url {_masked(url)} contains a password "
                               "and the password setting is set too. Set the password in one place.")
         client = self._client_factory(
             url,
-            password=password.get_secret_value() if password is not None else None,
+            password=password or None,
             socket_timeout=self.config.socket_timeout_s,
             socket_connect_timeout=self.config.socket_timeout_s,
             health_check_interval=self.config.health_check_interval_s,
@@ -171,7 +172,7 @@ class RedisStore(Store):
                              f"{self.config.index_prefix!r}; use another key name.")
         if isinstance(value, Mapping):
             if not value:
-                raise ValueError("A hash value needs at least one field; Redis stores no empty hash.")
+                raise ValueError("A hash value needs at least one field, because Redis stores no empty hash.")
             for name, item in value.items():
                 if not isinstance(name, str) or not isinstance(item, HashValue) or isinstance(item, bool):
                     raise TypeError(f"Hash field {name!r} is invalid: names are str, values bytes, "
@@ -186,6 +187,9 @@ class RedisStore(Store):
         candidates and count those that exist, then UNLINK, ZREM and HSETNX the receipts in
         one MULTI/EXEC. An aborted EXEC starts a new attempt. A request with a receipt has
         its delete run again, but reports the receipt.
+
+        NOTE: the index range is not paged, so a subject with very many keys makes one large
+        transaction that blocks the server while it runs.
         """
         unique = list({r.request_id: r for r in requests}.values())
         if not unique:
@@ -194,13 +198,18 @@ class RedisStore(Store):
             for attempt in range(1, _WATCH_ATTEMPTS + 1):
                 try:
                     return self._apply_once(unique)
-                except redis.WatchError:
+                except redis.WatchError as exc:
+                    # redis-py also raises WatchError when the connection fails while keys are
+                    # WATCHed. That is an outage, not a concurrent write.
+                    cause = exc.__context__
+                    if isinstance(cause, _UNAVAILABLE_ERRORS):
+                        raise cause from None
                     logger.info("Redis store %s: indexed keys changed during attempt %d of %d to apply "
-                                "%d requests; reading them again", self.name, attempt, _WATCH_ATTEMPTS,
-                                len(unique))
+                                "%d requests, so the store reads them again", self.name, attempt,
+                                _WATCH_ATTEMPTS, len(unique))
         raise StoreUnavailableError(
             f"Redis store {self.name}: indexed keys changed during each of {_WATCH_ATTEMPTS} attempts "
-            f"to apply {len(unique)} requests, so nothing was deleted; the worker retries the batch."
+            f"to apply {len(unique)} requests, so nothing was deleted. The worker retries the batch."
         )
 
     def _apply_once(self, requests: list[DeletionRequest]) -> dict[str, Outcome]:
@@ -209,8 +218,8 @@ class RedisStore(Store):
             # Step 1. WATCH on this connection: from here on, a put() of these subjects aborts the EXEC.
             tx.watch(*index_keys)
 
-            # Step 2. Read on another connection. It runs after the WATCH, so it sees every
-            # put() that the WATCH does not cover.
+            # Step 2. Read on another connection. The read runs after the WATCH, so its result
+            # includes every put() that the WATCH does not cover.
             plan = self._read(requests)
 
             # Step 3. A WATCHed key that expires or is evicted aborts the EXEC too (checked with
@@ -222,7 +231,7 @@ class RedisStore(Store):
             outcomes = {r.request_id: plan.receipts.get(r.request_id) or Outcome.from_count(existing[r.request_id])
                         for r in requests}
 
-            # Step 4. Delete, unindex and record the outcomes of the first apply.
+            # Step 4. Delete the keys, remove them from the index and record first outcomes.
             tx.multi()
             for request in requests:
                 keys = plan.candidates[request.request_id]
@@ -332,7 +341,7 @@ class RedisStore(Store):
         """Count the entries of the subject's indexes across the store's data classes.
 
         An entry whose key has expired still counts, because the entry itself names one of
-        the subject's keys; the next apply() removes it.
+        the subject's keys. The next apply() removes it.
         """
         with self._errors("scan a subject"), self.client.pipeline(transaction=True) as tx:
             for data_class in self.config.data_classes:
@@ -341,7 +350,7 @@ class RedisStore(Store):
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
-        """Translate redis-py errors; the connection pool reconnects on the next call."""
+        """Translate redis-py errors. The connection pool reconnects on the next call."""
         try:
             yield
         except redis.AuthenticationError as exc:

@@ -1,20 +1,26 @@
-"""Column types of the PostgreSQL store's tables, read from the catalog when the store opens.
+"""Mapped tables of the PostgreSQL store: column types from the catalog, and per-batch statements.
 
 Subject ids are bound with the subject column's real type, and cut-offs are converted to
 the update column's real type, so that a type mismatch fails at open or rejects one
 request instead of matching zero rows silently.
 
-Text subject columns are compared exactly, byte for byte. A column whose equality ignores
-case (``citext``, or a collation created with ``deterministic = false``) is rejected at
-open: under it one request could delete rows stored under other spellings, and those rows
-could not be attributed to the request.
+Each statement takes the batch as two arrays (subject ids and cut-offs), so one statement
+per table serves a whole batch.
+
+Supported subject columns are smallint, integer and bigint (``subject_id_type =
+"integer"``), and text, character varying and uuid (``subject_id_type = "text"``), or
+domains over them. Text subject columns are compared exactly, byte for byte. A column whose
+equality ignores case (``citext``, or a collation created with ``deterministic = false``)
+is rejected at open, because one request could then delete rows stored under other
+spellings, and those rows could not be attributed to the request.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -25,7 +31,8 @@ from tombstone.spec import TableMapping
 from tombstone.stores.base import cutoff_ms
 from tombstone.stores.binding import bind_integer_id, bind_uuid_id, parse_integer_id, parse_uuid_id
 
-# Base type name as format_type() prints it, mapped to the array type used for parameters.
+# Base type names as format_type() prints them. Integer types map to their width in bits,
+# update-column types to the SQL type of the cut-off parameters.
 _INTEGER_BITS = {"smallint": 16, "integer": 32, "bigint": 64}
 _TEXT_TYPES = {"text", "character varying"}
 _UPDATED_TYPES = {
@@ -43,7 +50,9 @@ class TableColumns:
     """A table mapping with the real types of its subject and update columns."""
 
     mapping: TableMapping
+    # SQL type of subject-id parameters: the column's integer type, "text" or "uuid".
     subject_sql_type: str
+    # SQL type of cut-off parameters: "bigint" (epoch ms), "timestamptz" or "timestamp".
     updated_sql_type: str
 
     @property
@@ -84,8 +93,7 @@ class TableColumns:
     def cutoff(self, request: DeletionRequest) -> CutoffValue:
         """Convert the request's cut-off to the update column's type.
 
-        A ``timestamp`` column without time zone is read as UTC. A naive cut-off is taken
-        as local time, as in ``cutoff_ms``.
+        A ``timestamp`` column without time zone is read as UTC.
         """
         if self.updated_sql_type == "bigint":
             return cutoff_ms(request)
@@ -155,9 +163,11 @@ def _read_columns(conn: psycopg.Connection, mapping: TableMapping) -> dict[str, 
 def _subject_sql_type(mapping: TableMapping, column: _Column) -> str:
     where = f"Subject column {mapping.table}.{mapping.subject_column}"
     if column.base_type in _INTEGER_BITS:
-        kind, array_type = "integer", column.base_type
-    elif column.base_type in _TEXT_TYPES or column.base_type == "uuid":
-        kind, array_type = "text", "text" if column.base_type in _TEXT_TYPES else "uuid"
+        kind, sql_type = "integer", column.base_type
+    elif column.base_type in _TEXT_TYPES:
+        kind, sql_type = "text", "text"
+    elif column.base_type == "uuid":
+        kind, sql_type = "text", "uuid"
     elif column.base_type.endswith("citext"):
         raise ConfigError(
             f"{where} is citext, which compares case-insensitively, but the store compares "
@@ -179,7 +189,7 @@ def _subject_sql_type(mapping: TableMapping, column: _Column) -> str:
             "accents, but the store compares subject ids exactly. Give the column a "
             "deterministic collation, such as the database default or \"C\"."
         )
-    return array_type
+    return sql_type
 
 
 def _updated_sql_type(mapping: TableMapping, column: _Column) -> str:
@@ -212,3 +222,89 @@ def reject_nul(request: DeletionRequest) -> None:
             "PostgreSQL text cannot hold. Fix the request's subject id.",
             request.request_id,
         )
+
+
+# The batch as rows (subject_id, cutoff, position), position counting from 1 in batch order.
+_BATCH = sql.SQL(
+    "SELECT * FROM unnest({subjects}::{subject_type}, {cutoffs}::{cutoff_type})"
+    " WITH ORDINALITY AS b(subject_id, cutoff, position)"
+)
+# A row goes to the first request in batch order whose cut-off covers it, as in the DuckDB
+# store. Rows with equal subject id and update time are interchangeable, so they are
+# grouped before the join with the batch.
+_DELETE = sql.SQL(
+    "WITH batch AS ({batch}),"
+    " deleted AS (DELETE FROM {table} AS t USING batch"
+    "  WHERE t.{subject} = batch.subject_id AND (t.{updated} IS NULL OR t.{updated} <= batch.cutoff)"
+    "  RETURNING t.{subject} AS subject_id, t.{updated} AS updated),"
+    " grouped AS (SELECT subject_id, updated, count(*) AS n FROM deleted GROUP BY subject_id, updated),"
+    " owners AS (SELECT min(batch.position) AS position, grouped.n FROM grouped JOIN batch"
+    "  ON batch.subject_id = grouped.subject_id"
+    "  AND (grouped.updated IS NULL OR grouped.updated <= batch.cutoff)"
+    "  GROUP BY grouped.subject_id, grouped.updated, grouped.n)"
+    " SELECT position, sum(n)::bigint FROM owners GROUP BY position"
+)
+_COUNT = sql.SQL(
+    "SELECT b.position, count(*) FROM ({batch}) AS b JOIN {table} AS t"
+    " ON t.{subject} = b.subject_id AND (t.{updated} IS NULL OR t.{updated} <= b.cutoff)"
+    " GROUP BY b.position"
+)
+# NOTE: lower() cannot use a plain index on the subject column, so on a large table create
+# an index on lower(subject_column) to keep this check from scanning the whole table.
+_CASE_VARIANTS = sql.SQL(
+    "SELECT min(b.position) FROM ({batch}) AS b WHERE EXISTS (SELECT FROM {table} AS t"
+    " WHERE lower(t.{subject}) = lower(b.subject_id) AND t.{subject} <> b.subject_id"
+    " AND (t.{updated} IS NULL OR t.{updated} <= b.cutoff))"
+)
+
+
+@dataclass
+class TablePlan:
+    """The requests of one batch that touch one table, in batch order, with bound values."""
+
+    table: TableColumns
+    request_ids: list[str] = field(default_factory=list)
+    subject_ids: list[SubjectValue] = field(default_factory=list)
+    cutoffs: list[CutoffValue] = field(default_factory=list)
+
+    def add(self, request: DeletionRequest) -> None:
+        """Append a request, converting its subject id and cut-off to the columns' types.
+
+        Raises:
+            PermanentRecordError: the subject id is not valid for the subject column.
+        """
+        self.request_ids.append(request.request_id)
+        self.subject_ids.append(self.table.bind(request))
+        self.cutoffs.append(self.table.cutoff(request))
+
+    def only(self, request_ids: set[str]) -> TablePlan:
+        """Return a plan with the given requests alone."""
+        plan = TablePlan(self.table)
+        for request_id, subject_id, cutoff in zip(self.request_ids, self.subject_ids, self.cutoffs, strict=True):
+            if request_id in request_ids:
+                plan.request_ids.append(request_id)
+                plan.subject_ids.append(subject_id)
+                plan.cutoffs.append(cutoff)
+        return plan
+
+    def delete(self, conn: psycopg.Connection) -> dict[str, int]:
+        """Delete the rows at or before each cut-off and return the deleted count by request id."""
+        return {self.request_ids[position - 1]: count for position, count in self._run(conn, _DELETE)}
+
+    def count(self, conn: psycopg.Connection) -> dict[str, int]:
+        """Count the rows at or before each cut-off by request id, leaving out requests without rows."""
+        return {self.request_ids[position - 1]: count for position, count in self._run(conn, _COUNT)}
+
+    def first_case_variant(self, conn: psycopg.Connection) -> str | None:
+        """Return the first request whose id matches rows ignoring case but not exactly, if any."""
+        position = self._run(conn, _CASE_VARIANTS)[0][0]
+        return None if position is None else self.request_ids[position - 1]
+
+    def _run(self, conn: psycopg.Connection, template: sql.SQL) -> list[tuple[Any, ...]]:
+        mapping = self.table.mapping
+        batch = _BATCH.format(subjects=sql.Placeholder(), subject_type=self.table.subject_array_type,
+                              cutoffs=sql.Placeholder(), cutoff_type=self.table.cutoff_array_type)
+        statement = template.format(batch=batch, table=sql.Identifier(mapping.table),
+                                    subject=sql.Identifier(mapping.subject_column),
+                                    updated=sql.Identifier(mapping.updated_at_column))
+        return conn.execute(statement, [self.subject_ids, self.cutoffs]).fetchall()
