@@ -99,3 +99,16 @@ def test_demo_json_contract(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatc
     for name, store in summary["stores"].items():
         assert store["remaining_after_scan"] == 0, name
         assert set(store["status_counts"]) <= {"DELETED", "ABSENT"}, name
+
+
+def test_demo_all_stores_includes_servers(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    result = _tombstone("demo", "--stores", "all", "--json", "--customers", "5", timeout_s=400)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["requests"] == summary["complete"] == 10
+    assert summary["remaining_after_scan"] == 0
+    assert {"crm-db", "cache"} <= set(summary["stores"])
+    assert summary["stores"]["crm-db"]["status_counts"] == {"DELETED": 10}
+    assert summary["stores"]["cache"]["status_counts"] == {"DELETED": 5}

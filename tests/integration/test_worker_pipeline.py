@@ -139,3 +139,28 @@ def test_close_commits_nothing(pipeline_topics: dict[str, str], unique_name) -> 
 
     committed = committed_offsets(config["group.id"], kafka)
     assert all(offset < 0 for offset in committed.values())
+
+
+def test_nul_subject_goes_to_dead_letter(tmp_path: Path, proof_reader: ProofReader, start_worker) -> None:
+    from tombstone.models import utc_now
+    from tombstone.serde import AvroCodec, load_schema
+
+    spec_path = write_sqlite_spec(tmp_path)
+    seed_customers(tmp_path / "operational.sqlite", range(1, 2))
+    kafka = KafkaSettings()
+    now = utc_now()
+    record = {"request_id": "0f3c5a4e-1111-4222-8333-944455556666", "action": "DELETE",
+              "subject_type": "customer", "subject_id": "1\x00", "data_class": "customer_profile",
+              "reason": "user_request", "requested_at": now, "cutoff_at": now, "requested_by": "test"}
+    producer = Producer(kafka.client_config())
+    producer.produce(kafka.requests_topic, key="customer:1\x00/customer_profile".encode(),
+                     value=AvroCodec(load_schema("deletion_request")).encode(record))
+    assert producer.flush(10) == 0
+    worker = start_worker(spec_path)
+
+    wait_for(lambda: proof_reader.refresh() or proof_reader.dead_letters, what="a dead letter")
+    worker.join()
+
+    assert proof_reader.dead_letters[0].reason == "invalid_field"
+    assert proof_reader.acks == []
+    assert count_customers(tmp_path / "operational.sqlite") == 1
