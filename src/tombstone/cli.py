@@ -109,6 +109,29 @@ def _proof_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ledger(args: argparse.Namespace) -> int:
+    stop = _stop_on_signals()
+    from tombstone.inventory import default_inventory_path, load_inventory
+    from tombstone.ledger.ledger import Ledger
+    from tombstone.ledger.service import LedgerMetrics, run_ledger
+    from tombstone.metrics import HealthState, MetricsServer
+    from tombstone.settings import KafkaSettings
+
+    inventory = load_inventory(args.inventory or default_inventory_path())
+    ledger = Ledger(inventory, KafkaSettings())
+    metrics = LedgerMetrics()
+    health = HealthState()
+    server = MetricsServer(metrics.registry, health, args.metrics_port)
+    server.start()
+    health.ready = True
+    try:
+        run_ledger(ledger, metrics, stop, args.interval_s)
+    finally:
+        server.stop()
+        ledger.close()
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from tombstone.demo.run import run_demo
 
@@ -210,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--metrics-port", type=_port, help="override the spec's metrics port (0: any free port)")
     worker.set_defaults(handler=_worker)
 
+    ledger = sub.add_parser("ledger", help="follow requests and proofs and serve completion metrics")
+    ledger.add_argument("--metrics-port", type=_port, default=9410, help="port of /metrics (0: any free port)")
+    ledger.add_argument("--interval-s", type=_positive, default=5.0, help="seconds between refreshes")
+    ledger.add_argument("--inventory", help="inventory file (default: TOMBSTONE_INVENTORY or deploy/inventory.toml)")
+    ledger.set_defaults(handler=_ledger)
+
     proof = sub.add_parser("proof", help="show deletion proof per store")
     proof_sub = proof.add_subparsers(dest="proof_command", required=True)
     show = proof_sub.add_parser("show", help="proof of a request id, or of every request of a subject")
@@ -244,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Workers log their milestones at INFO by default; one-shot commands stay quiet.
-    configure_logging(max(args.verbose, 1) if args.command in ("worker",) else args.verbose)
+    configure_logging(max(args.verbose, 1) if args.command in ("worker", "ledger") else args.verbose)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

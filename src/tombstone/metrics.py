@@ -41,6 +41,9 @@ class WorkerMetrics:
         self.lag_records = Gauge(f"{PREFIX}_consumer_lag_records",
                                  "Records between the committed offset and the high watermark.",
                                  ["store", "topic", "partition"], registry=r)
+        self.lag_seconds = Gauge(f"{PREFIX}_consumer_lag_seconds",
+                                 "Age of the last committed record while records wait; 0 when caught up.",
+                                 ["store", "topic", "partition"], registry=r)
         self.store_up = Gauge(f"{PREFIX}_store_up", "1 while the last store call succeeded.",
                               ["store"], registry=r)
         self.paused = Gauge(f"{PREFIX}_partitions_paused", "Partitions paused while the store fails.",
@@ -48,10 +51,11 @@ class WorkerMetrics:
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop the series of a partition this worker no longer owns."""
-        try:
-            self.lag_records.remove(self.store, topic, str(partition))
-        except KeyError:
-            pass
+        for gauge in (self.lag_records, self.lag_seconds):
+            try:
+                gauge.remove(self.store, topic, str(partition))
+            except KeyError:
+                pass
 
 
 class HealthState:

@@ -115,6 +115,8 @@ def test_locked_store_pauses_then_completes(tmp_path: Path, proof_reader: ProofR
     proof_reader.refresh()
     assert proof_reader.acks == []
     assert registry.get_sample_value("tombstone_partitions_paused", {"store": "operational-db"}) >= 1
+    wait_for(lambda: sum(s.value for s in _samples(registry, "tombstone_consumer_lag_records")) >= 3,
+             what="lag of 3 records while the store is locked")
     locker.execute("ROLLBACK")
     locker.close()
 
@@ -122,6 +124,12 @@ def test_locked_store_pauses_then_completes(tmp_path: Path, proof_reader: ProofR
     worker.join()
     assert count_customers(database) == 0
     assert registry.get_sample_value("tombstone_partitions_paused", {"store": "operational-db"}) == 0
+    assert sum(s.value for s in _samples(registry, "tombstone_consumer_lag_records")) == 0
+    assert sum(s.value for s in _samples(registry, "tombstone_consumer_lag_seconds")) == 0
+
+
+def _samples(registry, name: str) -> list:
+    return [sample for metric in registry.collect() for sample in metric.samples if sample.name == name]
 
 
 def test_sigterm_during_retry_commits_nothing(tmp_path: Path, proof_reader: ProofReader) -> None:

@@ -55,11 +55,15 @@ class Batch:
     skipped: int = 0
     # Highest offset seen per (topic, partition), over every real record in the batch.
     last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    # Timestamp in epoch ms of the record at each partition's last offset.
+    last_timestamps: dict[tuple[str, int], int] = field(default_factory=dict)
 
-    def see(self, position: Position) -> None:
+    def see(self, position: Position, timestamp_ms: int | None = None) -> None:
         key = (position.topic, position.partition)
         if position.offset > self.last_offsets.get(key, -1):
             self.last_offsets[key] = position.offset
+            if timestamp_ms is not None and timestamp_ms > 0:
+                self.last_timestamps[key] = timestamp_ms
 
     def drop_partitions(self, revoked: set[tuple[str, int]]) -> None:
         """Forget records of partitions this worker no longer owns."""
@@ -67,6 +71,7 @@ class Batch:
         self.poison = [p for p in self.poison if (p.position.topic, p.position.partition) not in revoked]
         for key in revoked:
             self.last_offsets.pop(key, None)
+            self.last_timestamps.pop(key, None)
 
     def commit_offsets(self) -> list[TopicPartition]:
         """Offsets to commit once every record of the batch is handled: last offset + 1."""
@@ -90,7 +95,7 @@ def sort_batch(
             on_error(message.error())
             continue
         position = Position(message.topic(), message.partition(), message.offset())
-        batch.see(position)
+        batch.see(position, message.timestamp()[1])
         value = message.value()
         if value is None:
             # A Kafka tombstone: housekeeping removed a fully proven request.

@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+LAG_REFRESH_S = 5.0
 RETRIABLE_ERRORS = (StoreUnavailableError, RetriableKafkaError, DeliveryError, VerificationError)
 
 
@@ -111,6 +112,9 @@ class Worker:
         self._data_classes = frozenset(spec.data_classes)
         self._revoked: set[tuple[str, int]] = set()
         self._paused = False
+        # Last committed offset and its record's timestamp per (topic, partition).
+        self._committed: dict[tuple[str, int], tuple[int, int | None]] = {}
+        self._lag_refreshed = 0.0
         self.consumer: Any = None
         self._producer: DurableProducer | None = None
 
@@ -138,6 +142,7 @@ class Worker:
                 messages = self.consumer.consume(self.spec.batch_size, self.spec.poll_timeout_s)
                 if messages:
                     self.process(messages)
+                self._refresh_lag()
         except ShutdownRequested:
             logger.info("Worker %s stopping during a retry wait; nothing committed for the pending batch",
                         self.worker_id)
@@ -281,17 +286,56 @@ class Worker:
                 raise FatalKafkaError(str(exc), code_name(error)) from exc
             return
         self.metrics.commits.labels(self.spec.name).inc()
-        self._update_lag(offsets)
+        self._remember_commit(batch)
 
-    def _update_lag(self, offsets: list[TopicPartition]) -> None:
-        for tp in offsets:
+    def _remember_commit(self, batch: Batch) -> None:
+        for key, offset in batch.last_offsets.items():
+            self._committed[key] = (offset + 1, batch.last_timestamps.get(key))
+        self._refresh_lag(force=True)
+
+    def _refresh_lag(self, force: bool = False) -> None:
+        """Update lag gauges from cached high watermarks, at most every few seconds.
+
+        Lag in seconds is the age of the last committed record when records are waiting,
+        an upper bound on the age of the oldest unprocessed one, so that it errs toward
+        alerting before ``min.compaction.lag.ms`` runs out.
+        """
+        now = time.monotonic()
+        if not force and now - self._lag_refreshed < LAG_REFRESH_S:
+            return
+        self._lag_refreshed = now
+        self._load_committed()
+        for (topic, partition), (committed, timestamp_ms) in list(self._committed.items()):
             try:
-                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
             except KafkaException:
                 continue
-            if high >= 0:
-                self.metrics.lag_records.labels(self.spec.name, tp.topic, str(tp.partition)).set(
-                    max(0, high - tp.offset))
+            if high < 0:
+                continue
+            lag = max(0, high - committed)
+            labels = (self.spec.name, topic, str(partition))
+            self.metrics.lag_records.labels(*labels).set(lag)
+            if timestamp_ms is None and lag:
+                continue  # no committed record seen yet: the age is unknown, not zero
+            age_s = time.time() - timestamp_ms / 1000 if lag and timestamp_ms else 0.0
+            self.metrics.lag_seconds.labels(*labels).set(max(0.0, age_s))
+
+    def _load_committed(self) -> None:
+        """Learn the committed offsets of partitions this worker has not committed yet."""
+        missing = [tp for tp in self.consumer.assignment() if (tp.topic, tp.partition) not in self._committed]
+        if not missing:
+            return
+        try:
+            committed = self.consumer.committed(missing, timeout=self.kafka.connect_timeout_s)
+        except KafkaException as exc:
+            logger.debug("Cannot read committed offsets for lag: %s", exc)
+            return
+        for tp in committed:
+            offset = tp.offset
+            if offset < 0:
+                offset, _ = self.consumer.get_watermark_offsets(tp, cached=True)
+            if offset >= 0:
+                self._committed[(tp.topic, tp.partition)] = (offset, None)
 
     # Retries, pausing and rebalances
 
@@ -331,6 +375,7 @@ class Worker:
         while (left := deadline - time.monotonic()) > 0:
             if self.stop.is_set():
                 raise ShutdownRequested("stop requested during a retry wait")
+            self._refresh_lag()
             message = self.consumer.poll(min(left, 0.5))
             if message is not None and message.error() is None:
                 # A partition assigned during the pause delivered a record: rewind so that it
@@ -365,6 +410,7 @@ class Worker:
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._revoked.add((tp.topic, tp.partition))
+            self._committed.pop((tp.topic, tp.partition), None)
             self.metrics.forget_partition(tp.topic, tp.partition)
         logger.info("Revoked %s; their in-flight records go to the next owner",
                     ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
