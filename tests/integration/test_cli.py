@@ -99,6 +99,8 @@ def test_demo_json_contract(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatc
     for name, store in summary["stores"].items():
         assert store["remaining_after_scan"] == 0, name
         assert set(store["status_counts"]) <= {"DELETED", "ABSENT"}, name
+        assert store["metrics"]["deletes_total"] == sum(store["status_counts"].values()), name
+        assert store["metrics"]["lag_records"] == 0, name
 
 
 def test_demo_all_stores_includes_servers(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> None:

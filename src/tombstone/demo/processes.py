@@ -8,8 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,21 @@ def stop_workers(workers: list[WorkerProcess], timeout_s: float = 30.0) -> dict[
             worker.process.kill()
             codes[worker.name] = worker.process.wait()
     return codes
+
+
+def scrape_worker(worker: WorkerProcess, timeout_s: float = 5.0) -> dict[str, int]:
+    """Read lag and delete counts from a worker's /metrics endpoint."""
+    url = f"http://127.0.0.1:{worker.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - loopback only
+        text = response.read().decode("utf-8")
+    totals = {"lag_records": 0.0, "deletes_total": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "tombstone_consumer_lag_records":
+                totals["lag_records"] += sample.value
+            elif sample.name == "tombstone_deletes_total":
+                totals["deletes_total"] += sample.value
+    return {key: int(value) for key, value in totals.items()}
 
 
 def failed_workers(workers: list[WorkerProcess]) -> list[WorkerProcess]:

@@ -27,7 +27,7 @@ from confluent_kafka.admin import AdminClient
 from tombstone.broker.local import LocalBroker, free_port
 from tombstone.demo.chinook import load_chinook
 from tombstone.demo.load import DEMO_DATA_CLASSES, load_stores, open_store, scan_subjects
-from tombstone.demo.processes import WorkerProcess, failed_workers, start_worker, stop_workers
+from tombstone.demo.processes import WorkerProcess, failed_workers, scrape_worker, start_worker, stop_workers
 from tombstone.errors import TombstoneError
 from tombstone.inventory import default_inventory_path, load_inventory
 from tombstone.kafka.admin import TopicSpec, ensure_topics, pipeline_topics
@@ -148,7 +148,8 @@ def _run(run: DemoRun, customers: int, stores: str, timeout_s: float) -> dict[st
     finally:
         ledger.close()
 
-    # Step 5. Stop the workers, then scan every store without them.
+    # Step 5. Read the workers' metrics, stop them, then scan every store without them.
+    metrics = _scrape_when_caught_up(run.workers)
     codes = stop_workers(run.workers)
     run.workers = []
     bad = {name: code for name, code in codes.items() if code != 0}
@@ -160,7 +161,7 @@ def _run(run: DemoRun, customers: int, stores: str, timeout_s: float) -> dict[st
     still_kept = {name: scan_subjects(open_store(spec, kafka), kept) for name, (_, spec) in run.specs.items()}
 
     print(render_table(views))
-    return _summary(data, requests, views, remaining, still_kept)
+    return _summary(data, requests, views, remaining, still_kept, metrics)
 
 
 def _start_broker(run: DemoRun) -> str:
@@ -238,14 +239,25 @@ def _wait_for_proof(ledger: Ledger, run: DemoRun, requests: list[DeletionRequest
         time.sleep(0.5)
 
 
+def _scrape_when_caught_up(workers: list[WorkerProcess], timeout_s: float = 30.0) -> dict[str, dict[str, int]]:
+    """Scrape every worker, waiting until each reports no lag (commits trail the last proof)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metrics = {worker.name: scrape_worker(worker) for worker in workers}
+        if all(m["lag_records"] == 0 for m in metrics.values()) or time.monotonic() > deadline:
+            return metrics
+        time.sleep(0.5)
+
+
 def _summary(data: Any, requests: list[DeletionRequest], views: list, remaining: dict[str, int],
-             kept: dict[str, int]) -> dict[str, Any]:
+             kept: dict[str, int], metrics: dict[str, dict[str, int]]) -> dict[str, Any]:
     stores: dict[str, Any] = {}
     for name in sorted(remaining):
         counts = Counter(row.status.value for v in views for row in v.rows if row.store == name and row.status)
         stores[name] = {"status_counts": dict(sorted(counts.items())),
                         "remaining_after_scan": remaining[name],
-                        "kept_items_of_other_customers": kept[name]}
+                        "kept_items_of_other_customers": kept[name],
+                        "metrics": metrics.get(name, {})}
     return {
         "requests": len(requests),
         "complete": sum(1 for v in views if v.complete),
