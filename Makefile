@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# PostgreSQL and Redis on loopback, from Debian packages (needs root for apt-get).
+# PostgreSQL and Redis on loopback, and Prometheus's binaries, from Debian packages (needs root).
 services:
 	bash deploy/local/services.sh start
 

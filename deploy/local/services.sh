@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install (from Debian packages) and start PostgreSQL and Redis on loopback for the demo and tests.
+# Install (from Debian packages) and start PostgreSQL and Redis on loopback for the demo and tests,
+# and install Prometheus (promtool and the server binary, which tests start themselves).
 #
 #   deploy/local/services.sh start   install when missing, start when not running
 #   deploy/local/services.sh stop    stop both
@@ -81,10 +82,24 @@ start_redis() {
     echo "Redis: redis://127.0.0.1:$REDIS_PORT/0"
 }
 
+# promtool for the Prometheus rule tests, and the server for the scrape test, from Debian's
+# prometheus package; the package's own service stays stopped.
+install_prometheus() {
+    command -v promtool >/dev/null && command -v prometheus >/dev/null && return
+    echo "Installing prometheus from Debian packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+        systemctl disable --now prometheus
+    fi
+    pkill -x prometheus || true
+}
+
 case "${1:-start}" in
     start)
         start_postgres
         start_redis
+        install_prometheus
         ;;
     stop)
         pg_running && pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" stop || true

@@ -42,6 +42,7 @@ def test_update_counts_pending_and_complete() -> None:
     ledger = ledger_with([done, waiting], [ack(done, "db", AckStatus.DELETED, timedelta(seconds=5)),
                                            ack(done, "cache", AckStatus.ABSENT, timedelta(seconds=9))])
     metrics = LedgerMetrics()
+    metrics.started_at = NOW - timedelta(days=1)
 
     metrics.update(ledger, NOW)
 
@@ -85,8 +86,36 @@ def test_completion_observed_once() -> None:
     ledger = ledger_with([done], [ack(done, "db", AckStatus.DELETED, timedelta(seconds=2)),
                                   ack(done, "cache", AckStatus.DELETED, timedelta(seconds=3))])
     metrics = LedgerMetrics()
+    metrics.started_at = NOW - timedelta(days=1)
 
     metrics.update(ledger, NOW)
     metrics.update(ledger, NOW)
 
     assert metrics.registry.get_sample_value("tombstone_ledger_request_completion_seconds_count") == 1
+
+
+def test_completion_before_start_not_observed() -> None:
+    done = request("1", timedelta(hours=1))
+    ledger = ledger_with([done], [ack(done, "db", AckStatus.DELETED, timedelta(seconds=2)),
+                                  ack(done, "cache", AckStatus.DELETED, timedelta(seconds=3))])
+    metrics = LedgerMetrics()
+    metrics.started_at = NOW
+
+    metrics.update(ledger, NOW)
+
+    assert metrics.registry.get_sample_value("tombstone_ledger_request_completion_seconds_count") == 0
+
+
+def test_rejected_cleared_by_later_success() -> None:
+    first = request("1", timedelta(minutes=2))
+    second = request("1", timedelta(minutes=1))
+    ledger = ledger_with([first, second], [
+        ack(first, "db", AckStatus.REJECTED, timedelta(seconds=1)),
+        ack(first, "cache", AckStatus.DELETED, timedelta(seconds=1)),
+        ack(second, "db", AckStatus.DELETED, timedelta(seconds=1)),
+        ack(second, "cache", AckStatus.ABSENT, timedelta(seconds=1))])
+    metrics = LedgerMetrics()
+
+    metrics.update(ledger, NOW)
+
+    assert metrics.registry.get_sample_value("tombstone_ledger_rejected_requests") == 0

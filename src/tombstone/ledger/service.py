@@ -39,6 +39,8 @@ class LedgerMetrics:
                                    "Records on the requests or proofs topic the ledger cannot read.", registry=r)
         self._completed: set[str] = set()
         self._undecodable_seen = 0
+        # Completions older than this process were observed by an earlier ledger process.
+        self.started_at = datetime.now(UTC)
 
     def update(self, ledger: Ledger, now: datetime | None = None) -> None:
         """Recompute every gauge from the ledger's state."""
@@ -48,13 +50,14 @@ class LedgerMetrics:
         self.requests.labels("pending").set(len(pending))
         self.requests.labels("complete").set(len(views) - len(pending))
         self.overdue.set(sum(1 for v in pending if is_overdue(v, ledger.state.inventory, now)))
-        self.rejected.set(sum(1 for v in views if any(r.status and r.status.value == "REJECTED" for r in v.rows)))
+        self.rejected.set(sum(1 for v in views if ledger.state.rejected_and_open(v)))
         oldest = min((v.request.requested_at for v in pending), default=None)
         self.oldest_open.set((now - oldest).total_seconds() if oldest else 0)
         for view in views:
             if view.complete and view.request.request_id not in self._completed:
                 self._completed.add(view.request.request_id)
-                self.completion.observe(completion_seconds(view))
+                if last_proof_at(view) >= self.started_at:
+                    self.completion.observe(completion_seconds(view))
         self.undecodable.inc(ledger.undecodable - self._undecodable_seen)
         self._undecodable_seen = ledger.undecodable
 
@@ -70,6 +73,11 @@ def is_overdue(view: RequestView, inventory: Inventory, now: datetime) -> bool:
         and now > view.request.requested_at + timedelta(seconds=bounds.get(row.store, 0))
         for row in view.rows
     )
+
+
+def last_proof_at(view: RequestView) -> datetime:
+    times = [row.applied_at for row in view.rows if row.applied_at is not None]
+    return max(times) if times else view.request.requested_at
 
 
 def completion_seconds(view: RequestView) -> float:

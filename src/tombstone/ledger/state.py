@@ -120,5 +120,19 @@ class LedgerState:
                 return other_id
         return None
 
+    def rejected_and_open(self, view: RequestView) -> bool:
+        """True for a request that a store rejected and no later request for its key repaired."""
+        if not any(row.status is AckStatus.REJECTED for row in view.rows):
+            return False
+        ids = self.by_key.get(view.request.kafka_key, [])
+        later = ids[ids.index(view.request.request_id) + 1:] if view.request.request_id in ids else []
+        for other_id in later:
+            other = self.requests[other_id]
+            rows = self.rows(other)
+            if (other.cutoff_at >= view.request.cutoff_at and self._own_complete(other)
+                    and not any(row.status is AckStatus.REJECTED for row in rows)):
+                return False
+        return True
+
     def views(self) -> list[RequestView]:
         return [view for rid in self.requests if (view := self.view(rid)) is not None]
