@@ -190,6 +190,8 @@ class DeadLetter(BaseModel):
     source_timestamp: datetime | None = None
     key: bytes | None = None
     value: bytes | None = None
+    value_size: int | None = None
+    value_sha256: str | None = None
     headers: list[DeadLetterHeader] = Field(default_factory=list)
     worker: str
     dead_lettered_at: datetime = Field(default_factory=utc_now)

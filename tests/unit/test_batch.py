@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from typing import Any
 
 import pytest
@@ -56,7 +58,8 @@ class FakeMessage:
         return None
 
     def timestamp(self) -> tuple[int, int]:
-        return (1, 1_700_000_000_000)
+        # CreateTime now: requests built in these tests have a cut-off of about now.
+        return (1, int(time.time() * 1000) + 1000)
 
 
 def make_request(subject_id: str = "17", **changes: Any) -> DeletionRequest:
@@ -310,3 +313,36 @@ def test_drop_partitions_all_leaves_empty_batch() -> None:
 
     assert batch.empty
     assert batch.work == []
+
+
+def test_sort_batch_rejects_duplicate_request_id() -> None:
+    first = make_request("1")
+    second = make_request("2").model_copy(update={"request_id": first.request_id})
+
+    batch, _ = sort([request_message(0, 0, first), request_message(0, 1, second)])
+
+    assert [w.request.subject_id for w in batch.work] == ["1"]
+    assert [p.reason for p in batch.poison] == ["duplicate_request_id"]
+
+
+def test_sort_batch_applies_repeat_once() -> None:
+    request = make_request("1")
+
+    batch, _ = sort([request_message(0, 0, request), request_message(0, 1, request)])
+
+    assert len(batch.work) == 1
+    assert batch.commit_offsets()[0].offset == 2
+
+
+def test_sort_batch_rejects_future_cutoff() -> None:
+    from datetime import timedelta
+
+    later = make_request("1")
+    later = later.model_copy(update={"requested_at": later.requested_at + timedelta(days=365),
+                                     "cutoff_at": later.cutoff_at + timedelta(days=365)})
+
+    batch, _ = sort([request_message(0, 0, later)])
+
+    assert batch.work == []
+    assert [p.reason for p in batch.poison] == ["future_cutoff"]
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
 from confluent_kafka import Message
@@ -42,11 +43,25 @@ def rejected_outcome(reason: str) -> Outcome:
     return Outcome(AckStatus.REJECTED, 0, reason_code=reason)
 
 
+# Dead letters must fit the broker's default 1 MB record limit with the envelope around them.
+MAX_DEAD_LETTER_VALUE_BYTES = 512 * 1024
+
+
 def build_dead_letter(
     message: Message, position: Position, reason: str, error: str, worker: str
 ) -> tuple[DeadLetter, Headers]:
-    """Envelope with the raw key, value and headers, and context headers for tools."""
+    """Envelope with the raw key, value and headers, and context headers for tools.
+
+    A value larger than ``MAX_DEAD_LETTER_VALUE_BYTES`` keeps its first bytes, its size
+    and its SHA-256 digest, so the dead letter can be written at all; the source position
+    names the whole record while the requests topic retains it.
+    """
     original_headers = message.headers() or []
+    value = message.value()
+    value_size = value_sha256 = None
+    if value is not None and len(value) > MAX_DEAD_LETTER_VALUE_BYTES:
+        value_size, value_sha256 = len(value), hashlib.sha256(value).hexdigest()
+        value = value[:MAX_DEAD_LETTER_VALUE_BYTES]
     timestamp_type, timestamp_ms = message.timestamp()
     envelope = DeadLetter(
         reason=reason,
@@ -56,7 +71,9 @@ def build_dead_letter(
         source_offset=position.offset,
         source_timestamp=None if timestamp_type == 0 else datetime.fromtimestamp(timestamp_ms / 1000, UTC),
         key=message.key(),
-        value=message.value(),
+        value=value,
+        value_size=value_size,
+        value_sha256=value_sha256,
         headers=[DeadLetterHeader(key=k, value=v) for k, v in original_headers],
         worker=worker,
     )

@@ -7,13 +7,14 @@ they never count as consumed, so per-partition offsets come from real records on
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message, TopicPartition
 
 from tombstone.errors import DecodeError
-from tombstone.models import DeletionRequest, RequestAction
+from tombstone.models import MAX_CUTOFF_SKEW, DeletionRequest, RequestAction
 from tombstone.serde import RequestSerde
 
 logger = logging.getLogger(__name__)
@@ -127,5 +128,36 @@ def sort_batch(
             logger.info("%s cancels request %s; nothing hidden here to restore", position, request.request_id)
             batch.skipped += 1
             continue
+        problem = _check_request(request, message, batch)
+        if problem is not None:
+            reason, text = problem
+            logger.warning("%s rejected before apply (%s): %s", position, reason, text)
+            batch.poison.append(Poison(position, reason, text, message))
+            continue
+        if any(w.request == request for w in batch.work):
+            logger.debug("%s repeats request %s in this batch; applying it once", position, request.request_id)
+            batch.skipped += 1
+            continue
         batch.work.append(Work(position, request, message))
     return batch
+
+
+def _check_request(request: DeletionRequest, message: Message, batch: Batch) -> tuple[str, str] | None:
+    """Reason code and message for a request that must not be applied, else None.
+
+    Two different requests under one id would share one outcome and one proof, so the
+    later one is rejected. A cut-off later than the moment the record was written (or
+    later than now) would delete data written after the promise was made.
+    """
+    for work in batch.work:
+        if work.request.request_id == request.request_id and work.request != request:
+            return ("duplicate_request_id",
+                    f"Request id {request.request_id} already names a different request in this batch.")
+    _, timestamp_ms = message.timestamp()
+    written_at = datetime.fromtimestamp(timestamp_ms / 1000, UTC) if timestamp_ms and timestamp_ms > 0 else None
+    limit = min(filter(None, [written_at, datetime.now(UTC)])) + MAX_CUTOFF_SKEW
+    if request.cutoff_at > limit:
+        return ("future_cutoff",
+                f"The cut-off {request.cutoff_at.isoformat()} is later than the record's write time "
+                f"plus {MAX_CUTOFF_SKEW}; it would delete data written after the request.")
+    return None

@@ -27,11 +27,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_never, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_never, wait_exponential_jitter
 
 from tombstone.errors import (
     DeliveryError,
     FatalKafkaError,
+    KafkaClientError,
     PermanentRecordError,
     RetriableKafkaError,
     StoreUnavailableError,
@@ -56,6 +57,18 @@ T = TypeVar("T")
 
 LAG_REFRESH_S = 5.0
 RETRIABLE_ERRORS = (StoreUnavailableError, RetriableKafkaError, DeliveryError, VerificationError)
+
+
+def _worth_retrying(error: BaseException) -> bool:
+    """Retry transient failures, and Kafka errors that are not fatal to the client.
+
+    A permanent Kafka error while writing an ack or a dead letter (authorization revoked,
+    topic deleted) stalls the batch with backoff instead of ending the worker: nothing is
+    committed past it, and its lag and retries alert until an operator fixes it.
+    """
+    if isinstance(error, RETRIABLE_ERRORS):
+        return True
+    return isinstance(error, KafkaClientError) and not isinstance(error, FatalKafkaError)
 
 
 class ShutdownRequested(TombstoneError):
@@ -114,6 +127,9 @@ class Worker:
         self._paused = False
         # Last committed offset and its record's timestamp per (topic, partition).
         self._committed: dict[tuple[str, int], tuple[int, int | None]] = {}
+        self._fresh: list[TopicPartition] = []
+        # Partitions owned now, kept by the rebalance callbacks; safe to read from other threads.
+        self.assignment: set[tuple[str, int]] = set()
         self._lag_refreshed = 0.0
         self.consumer: Any = None
         self._producer: DurableProducer | None = None
@@ -139,6 +155,7 @@ class Worker:
             )
             self.health.ready = True
             while not self.stop.is_set():
+                self._resume_fresh()
                 messages = self.consumer.consume(self.spec.batch_size, self.spec.poll_timeout_s)
                 if messages:
                     self.process(messages)
@@ -342,7 +359,7 @@ class Worker:
     def _retry(self, step: str, call: Callable[[], T]) -> T:
         policy = self.spec.retry
         retrying = Retrying(
-            retry=retry_if_exception_type(RETRIABLE_ERRORS),
+            retry=retry_if_exception(_worth_retrying),
             wait=wait_exponential_jitter(multiplier=policy.initial_backoff_s, max=policy.max_backoff_s,
                                          jitter=policy.jitter_s),
             stop=stop_after_attempt(policy.max_attempts) if policy.max_attempts else stop_never,
@@ -361,8 +378,9 @@ class Worker:
         self.metrics.retries.labels(self.spec.name, step).inc()
         if isinstance(error, StoreUnavailableError):
             self.metrics.store_up.labels(self.spec.name).set(0)
-        logger.warning("Step %s failed (attempt %d), retrying in %.1f s: %s",
-                       step, state.attempt_number, state.upcoming_sleep, error)
+        level = logging.WARNING if isinstance(error, RETRIABLE_ERRORS) else logging.ERROR
+        logger.log(level, "Step %s failed (attempt %d), retrying in %.1f s: %s",
+                   step, state.attempt_number, state.upcoming_sleep, error)
 
     def _wait_in_group(self, seconds: float) -> None:
         """Sleep for a retry while paused, polling so that the group keeps this member."""
@@ -388,6 +406,15 @@ class Worker:
         if self.stop.wait(seconds):
             raise ShutdownRequested("stop requested during a retry wait")
 
+    def _resume_fresh(self) -> None:
+        if not self._fresh or self._paused:
+            return
+        assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        fresh = [tp for tp in self._fresh if (tp.topic, tp.partition) in assigned]
+        self._fresh = []
+        if fresh:
+            self.consumer.resume(fresh)
+
     def _pause(self) -> None:
         assignment = self.consumer.assignment()
         self.consumer.pause(assignment)
@@ -403,13 +430,18 @@ class Worker:
         logger.info("Resumed %d partitions", len(assignment))
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        # librdkafka keeps the pause flag of a partition that was revoked while paused and
+        # assigned back later, so newly assigned partitions are resumed after the callback.
+        self._fresh.extend(partitions)
         for tp in partitions:
             self._revoked.discard((tp.topic, tp.partition))
+            self.assignment.add((tp.topic, tp.partition))
         logger.info("Assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._revoked.add((tp.topic, tp.partition))
+            self.assignment.discard((tp.topic, tp.partition))
             self._committed.pop((tp.topic, tp.partition), None)
             self.metrics.forget_partition(tp.topic, tp.partition)
         logger.info("Revoked %s; their in-flight records go to the next owner",

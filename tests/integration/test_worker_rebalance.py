@@ -31,8 +31,9 @@ def _submit(ids: range) -> list:
 
 
 def _assigned(worker: WorkerThread) -> int:
-    consumer = worker.worker.consumer
-    return len(consumer.assignment()) if consumer is not None else 0
+    # Calling consumer.assignment() from this thread while the worker thread is inside
+    # consume() can block, so the worker's own record of its assignment is read instead.
+    return len(worker.worker.assignment)
 
 
 def test_partition_revoked_during_retry_resumes(

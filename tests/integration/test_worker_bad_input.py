@@ -1,7 +1,6 @@
-"""Bad input on the requests topic that breaks "no deletion is lost and no proof is false".
+"""Bad input on the requests topic must not break "no deletion is lost and no proof is false".
 
-These tests document failures found by attacking a worker on a real broker. Each one
-states the promise as an assertion, so it fails while the bug is present.
+Each test states one promise as assertions, found by attacking a worker on a real broker.
 """
 
 from __future__ import annotations
