@@ -227,8 +227,8 @@ class Worker:
             except PermanentRecordError as exc:
                 work = self._find_work(batch, exc.request_id)
                 logger.warning("%s rejected by store %s (%s): %s", work.position, self.spec.name, exc.reason, exc)
-                self._retry("dead-letter", lambda: self._send_dead_letters(
-                    [Poison(work.position, exc.reason, str(exc), work.message)]))
+                poison = [Poison(work.position, exc.reason, str(exc), work.message)]
+                self._retry("dead-letter", lambda: self._send_dead_letters(poison))
                 rejected[work.request.request_id] = rejected_outcome(exc.reason)
         counts = self.store.count_remaining(pending) if pending else {}
         still_there = {rid: n for rid, n in counts.items() if n}
