@@ -43,25 +43,53 @@ def rejected_outcome(reason: str) -> Outcome:
     return Outcome(AckStatus.REJECTED, 0, reason_code=reason)
 
 
-# Dead letters must fit the broker's default 1 MB record limit with the envelope around them.
+# Dead letters must fit librdkafka's default 1,000,000-byte record limit with the envelope
+# around them, whatever record the broker accepted (its own limit is 1,048,588 bytes).
 MAX_DEAD_LETTER_VALUE_BYTES = 512 * 1024
+MAX_DEAD_LETTER_KEY_BYTES = 16 * 1024
+MAX_DEAD_LETTER_HEADER_BYTES = 128 * 1024
+
+
+def _cut_headers(headers: list[tuple[str, bytes | None]]) -> tuple[list[DeadLetterHeader], int]:
+    """Keep headers in order within the byte budget; return them and the original total size."""
+    kept: list[DeadLetterHeader] = []
+    total = sum(len(k.encode()) + len(v or b"") for k, v in headers)
+    room = MAX_DEAD_LETTER_HEADER_BYTES
+    for key, value in headers:
+        name = key.encode()[:1024].decode("utf-8", "ignore")
+        room -= len(name)
+        if room < 0:
+            break
+        cut = value[: max(0, room)] if value is not None else None
+        room -= len(cut or b"")
+        kept.append(DeadLetterHeader(key=name, value=cut))
+    return kept, total
 
 
 def build_dead_letter(
     message: Message, position: Position, reason: str, error: str, worker: str
-) -> tuple[DeadLetter, Headers]:
-    """Envelope with the raw key, value and headers, and context headers for tools.
+) -> tuple[DeadLetter, bytes | None, Headers]:
+    """Envelope with the raw key, value and headers, its record key, and context headers.
 
-    A value larger than ``MAX_DEAD_LETTER_VALUE_BYTES`` keeps its first bytes, its size
-    and its SHA-256 digest, so the dead letter can be written at all; the source position
-    names the whole record while the requests topic retains it.
+    Parts over their budget keep their first bytes so the dead letter can be written at
+    all. The value keeps its size and SHA-256 digest in the envelope, the header
+    ``tombstone.dlq.cut`` lists the original sizes of the parts that were cut, and the
+    source position names the whole record while the requests topic retains it.
     """
-    original_headers = message.headers() or []
     value = message.value()
+    key = message.key()
     value_size = value_sha256 = None
+    cut: list[str] = []
     if value is not None and len(value) > MAX_DEAD_LETTER_VALUE_BYTES:
         value_size, value_sha256 = len(value), hashlib.sha256(value).hexdigest()
         value = value[:MAX_DEAD_LETTER_VALUE_BYTES]
+        cut.append(f"value={value_size}")
+    if key is not None and len(key) > MAX_DEAD_LETTER_KEY_BYTES:
+        cut.append(f"key={len(key)}")
+        key = key[:MAX_DEAD_LETTER_KEY_BYTES]
+    headers, header_bytes = _cut_headers(message.headers() or [])
+    if header_bytes > MAX_DEAD_LETTER_HEADER_BYTES:
+        cut.append(f"headers={header_bytes}")
     timestamp_type, timestamp_ms = message.timestamp()
     envelope = DeadLetter(
         reason=reason,
@@ -70,11 +98,11 @@ def build_dead_letter(
         source_partition=position.partition,
         source_offset=position.offset,
         source_timestamp=None if timestamp_type == 0 else datetime.fromtimestamp(timestamp_ms / 1000, UTC),
-        key=message.key(),
+        key=key,
         value=value,
         value_size=value_size,
         value_sha256=value_sha256,
-        headers=[DeadLetterHeader(key=k, value=v) for k, v in original_headers],
+        headers=headers,
         worker=worker,
     )
     context: Headers = [
@@ -84,5 +112,6 @@ def build_dead_letter(
         ("tombstone.dlq.source.offset", str(position.offset).encode()),
         ("tombstone.dlq.worker", worker.encode()),
     ]
-    return envelope, context
-
+    if cut:
+        context.append(("tombstone.dlq.cut", ",".join(cut).encode()))
+    return envelope, key, context

@@ -259,9 +259,9 @@ class Worker:
 
     def _send_dead_letters(self, poison: list[Poison]) -> None:
         for item in poison:
-            envelope, headers = build_dead_letter(item.message, item.position, item.reason, item.error, self.worker_id)
-            self.producer.send(self.kafka.dead_letter_topic, item.message.key(),
-                               self._dead_letters.serialize(envelope), headers)
+            envelope, key, headers = build_dead_letter(item.message, item.position, item.reason, item.error,
+                                                       self.worker_id)
+            self.producer.send(self.kafka.dead_letter_topic, key, self._dead_letters.serialize(envelope), headers)
         self.producer.confirm(self.spec.ack_timeout_s)
         for item in poison:
             self.metrics.dead_letters.labels(self.spec.name, item.reason).inc()
