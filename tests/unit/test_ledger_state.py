@@ -108,7 +108,7 @@ def test_completion_with_every_store_terminal() -> None:
     assert is_complete(state, "r-1") is True
 
 
-@pytest.mark.parametrize("status", sorted(TERMINAL_STATUSES))
+@pytest.mark.parametrize("status", sorted(TERMINAL_STATUSES - {AckStatus.REJECTED}))
 def test_completion_accepts_terminal_status(status: AckStatus) -> None:
     state = state_with(make_request("r-1"))
 
@@ -116,6 +116,15 @@ def test_completion_accepts_terminal_status(status: AckStatus) -> None:
     state.add_ack(make_ack("r-1", "search", status))
 
     assert is_complete(state, "r-1") is True
+
+
+def test_completion_blocked_by_rejected() -> None:
+    state = state_with(make_request("r-1"))
+
+    state.add_ack(make_ack("r-1", "sqlite"))
+    state.add_ack(make_ack("r-1", "search", AckStatus.REJECTED))
+
+    assert is_complete(state, "r-1") is False
 
 
 def test_completion_excludes_hidden() -> None:

@@ -1,7 +1,7 @@
 """Ledger state: requests × inventory × acks → per-request completion.
 
 A request is complete when every store that the inventory names for its data class has
-acked a terminal status. An ack for the same (request, store) replaces the earlier one,
+acked a terminal status other than REJECTED; a rejected request stays open and alerts. An ack for the same (request, store) replaces the earlier one,
 as compaction of the proofs topic would, so each pair holds exactly one status.
 
 When compaction has replaced request A by a later request B with the same key, a worker
@@ -98,8 +98,9 @@ class LedgerState:
                         ack.worker, expected)
 
     def _own_complete(self, request: DeletionRequest) -> bool:
+        # REJECTED ends a store's retries but blocks the request: the data may still be there.
         rows = [row for row in self.rows(request) if row.expected]
-        return bool(rows) and all(row.terminal for row in rows)
+        return bool(rows) and all(row.terminal and row.status is not AckStatus.REJECTED for row in rows)
 
     def view(self, request_id: str) -> RequestView | None:
         request = self.requests.get(request_id)
