@@ -2,7 +2,7 @@
 
 A request is complete when every store that the inventory names for its data class has
 acked a terminal status other than REJECTED; a rejected request stays open and alerts. An ack for the same (request, store) replaces the earlier one,
-as compaction of the proofs topic would, so each pair holds exactly one status.
+as compaction of the proofs topic would, so each pair has exactly one status.
 
 When compaction has replaced request A by a later request B with the same key, a worker
 that was behind never reads A. A is then counted complete, as superseded, once B is
@@ -20,7 +20,7 @@ from tombstone.models import TERMINAL_STATUSES, AckStatus, DeletionAck, Deletion
 
 @dataclass(frozen=True)
 class StoreRow:
-    """What the ledger knows of one request in one store."""
+    """Ledger record of one request in one store."""
 
     store: str
     status: AckStatus | None
