@@ -4,7 +4,7 @@
 #
 #   deploy/local/services.sh start   install when missing, start when not running
 #   deploy/local/services.sh stop    stop both
-#   deploy/local/services.sh status  exit 0 when both answer
+#   deploy/local/services.sh status  exit 0 when both respond
 #
 # PostgreSQL runs as its own cluster "tombstone" (port TOMBSTONE_PG_PORT, default 55432) with
 # wal_level=logical, so that Debezium can read it; Redis runs on TOMBSTONE_REDIS_PORT (56379)

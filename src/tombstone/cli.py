@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from tombstone.errors import ConfigError, InvalidRequestError, TombstoneError
+from tombstone.errors import ConfigError, InvalidRequestError, TombstoneError, describe_validation_error
 
 logger = logging.getLogger("tombstone.cli")
 
@@ -281,8 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tombstone: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        print(f"tombstone: error: invalid input: {problems}", file=sys.stderr)
+        print(f"tombstone: error: invalid input: {describe_validation_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except TombstoneError as exc:
         print(f"tombstone: error: {exc}", file=sys.stderr)

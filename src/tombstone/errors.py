@@ -20,6 +20,12 @@ Every error that the package raises derives from ``TombstoneError``::
 from __future__ import annotations
 
 
+def describe_validation_error(exc: Exception) -> str:
+    """Join a pydantic ValidationError's problems as ``field: message; ...``."""
+    return "; ".join(f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+                     for error in exc.errors())  # type: ignore[attr-defined]
+
+
 class TombstoneError(Exception):
     """Root of every error raised by tombstone."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tombstone.errors import ConfigError, InvalidRequestError
+from tombstone.errors import ConfigError, InvalidRequestError, describe_validation_error
 from tombstone.models import Code
 
 
@@ -84,7 +84,7 @@ class Inventory(BaseModel):
             )
         if subject_type not in entry.subject_types:
             raise InvalidRequestError(
-                f"Data class {data_class!r} holds subjects of type {', '.join(entry.subject_types)}, "
+                f"Data class {data_class!r} covers subjects of type {', '.join(entry.subject_types)}, "
                 f"not {subject_type!r}."
             )
 
@@ -110,10 +110,7 @@ def load_inventory(path: str | Path) -> Inventory:
     try:
         return Inventory.model_validate(document)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
-        raise ConfigError(f"Inventory {source} is invalid: {problems}.") from None
+        raise ConfigError(f"Inventory {source} is invalid: {describe_validation_error(exc)}.") from None
 
 
 def default_inventory_path() -> Path:

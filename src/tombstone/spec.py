@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from tombstone.errors import ConfigError
+from tombstone.errors import ConfigError, describe_validation_error
 from tombstone.models import Code
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -210,7 +210,4 @@ def load_spec(path: str | Path) -> ConsumerSpec:
     try:
         return ConsumerSpec.model_validate(expand_env(document, source))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
-        raise ConfigError(f"Consumer spec {source} is invalid: {problems}.") from None
+        raise ConfigError(f"Consumer spec {source} is invalid: {describe_validation_error(exc)}.") from None

@@ -1,7 +1,7 @@
 """A single-node Apache Kafka broker (KRaft, combined broker and controller) on loopback.
 
 The broker runs as a detached ``java`` process so that ``tombstone broker start`` can
-return while it keeps running. Its state directory holds ``state.json`` (pid and
+return while it keeps running. Its state directory contains ``state.json`` (pid and
 addresses), the KRaft data directory and the broker's log.
 """
 
@@ -36,14 +36,14 @@ _JVM_OPTIONS = [
 
 
 def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago."""
+    """Return a port that was free on 127.0.0.1 a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
 def random_cluster_id() -> str:
-    """A cluster id in Kafka's format: 16 random bytes, base64url without padding."""
+    """Return a cluster id in Kafka's format: 16 random bytes, base64url without padding."""
     while True:
         value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
         if "-" not in value:
@@ -57,7 +57,7 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie child still answers kill(0); read its state to tell.
+    # kill(0) succeeds on a zombie child too, so its state in /proc decides.
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         return stat.rsplit(")", 1)[1].split()[0] != "Z"

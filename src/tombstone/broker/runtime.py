@@ -80,7 +80,7 @@ def ensure_jars(timeout_s: float = 900) -> Path:
         )
     jars = list(target.glob("*.jar"))
     if not any(jar.name.startswith("kafka_2.13-") for jar in jars):
-        raise BrokerRuntimeError(f"Maven ran but {target} holds no kafka_2.13 jar.")
+        raise BrokerRuntimeError(f"Maven ran, but {target} contains no kafka_2.13 jar. Delete it and run again.")
     (target / _COMPLETE_MARKER).write_text(f"{len(jars)} jars\n", encoding="utf-8")
     logger.info("Fetched %d jars", len(jars))
     return target

@@ -104,11 +104,11 @@ def _align_config(admin: AdminClient, spec: TopicSpec, timeout_s: float) -> None
     resource = ConfigResource(ConfigResource.Type.TOPIC, spec.name)
     current = admin.describe_configs([resource], request_timeout=timeout_s)[resource].result()
     policy = current["cleanup.policy"].value if "cleanup.policy" in current else None
-    wanted_policy = spec.config.get("cleanup.policy")
-    if wanted_policy and policy != wanted_policy:
+    expected_policy = spec.config.get("cleanup.policy")
+    if expected_policy and policy != expected_policy:
         raise ConfigError(
             f"Topic {spec.name} exists with cleanup.policy={policy}, but the pipeline needs "
-            f"{wanted_policy}. Change it deliberately (kafka-configs --alter) or use another topic name."
+            f"{expected_policy}. Change it deliberately (kafka-configs --alter) or use another topic name."
         )
     changes = [
         ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)

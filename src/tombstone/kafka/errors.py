@@ -120,7 +120,7 @@ def classify(error: KafkaError) -> ErrorClass:
 def to_exception(error: KafkaError, action: str) -> KafkaClientError:
     """Wrap a KafkaError in the matching ``KafkaClientError`` subclass.
 
-    ``action`` says what was attempted, for example ``"producing to deletion.proofs"``.
+    ``action`` names what was attempted, for example ``"producing to deletion.proofs"``.
     """
     message = f"Kafka error while {action}: {code_name(error)}: {error.str()}"
     kind = classify(error)

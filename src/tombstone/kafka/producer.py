@@ -33,7 +33,7 @@ ProducerFactory = Callable[[dict[str, Any]], Any]
 
 @dataclass
 class Delivery:
-    """One record handed to the producer and what the broker said about it."""
+    """One record handed to the producer and the broker's delivery report for it."""
 
     topic: str
     key: bytes | None

@@ -11,7 +11,7 @@ A replayed old request therefore never erases data that was legitimately re-crea
 
 Receipts: for each (request, store) the outcome of the first apply is recorded. A request
 that is delivered again (after a crash between apply and offset commit) reports the
-recorded outcome, so the ledger sees one terminal status. The delete itself runs again:
+recorded outcome, so the ledger records one terminal status. The delete itself runs again:
 at the same cut-off it finds nothing, and after a failed verification it removes what a
 concurrent writer left behind. Stores with transactions keep receipts in the same
 transaction as the delete; others use a ``ReceiptBook`` beside their data.

@@ -63,7 +63,7 @@ def _worth_retrying(error: BaseException) -> bool:
     """Retry transient failures, and Kafka errors that are not fatal to the client.
 
     A permanent Kafka error while writing an ack or a dead letter (authorization revoked,
-    topic deleted) stalls the batch with backoff instead of ending the worker: nothing is
+    topic deleted) stalls the batch with backoff instead of ending the worker. Nothing is
     committed past it, and its lag and retries alert until an operator fixes it.
     """
     if isinstance(error, RETRIABLE_ERRORS):

@@ -37,7 +37,7 @@ def check_against_inventory(spec: ConsumerSpec, inventory_path: Path) -> None:
             "but its consumer spec does not. Add it to the spec's data_classes or fix the inventory."
         )
     for name in sorted(set(spec.data_classes) - expected):
-        logger.warning("Store %s holds data class %s, which the inventory does not list for it; "
+        logger.warning("Store %s contains data class %s, which the inventory does not list for it; "
                        "its proofs will not count toward completion", spec.name, name)
 
 
