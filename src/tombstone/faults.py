@@ -13,7 +13,11 @@ import signal
 
 logger = logging.getLogger(__name__)
 
-CRASH_POINTS = frozenset({"after_dead_letter", "after_apply", "after_ack", "before_commit", "after_commit"})
+CRASH_POINTS = frozenset({
+    "after_dead_letter", "after_apply", "after_ack", "before_commit", "after_commit",
+    # CDC bridge: requests confirmed, offsets not yet committed.
+    "bridge_after_requests",
+})
 
 _armed = os.environ.get("TOMBSTONE_FAULT_CRASH_AT")
 

@@ -1,0 +1,137 @@
+"""Turn one classified change event into a deletion request, a skip, or a dead letter.
+
+Request ids are derived from the source event, not drawn at random. Debezium delivers at
+least once, and the bridge may replay after a crash. The same source change therefore gets
+the same request id every time, and workers report the replay's first outcome again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from tombstone.cdc.config import BridgeSettings, TableMapping
+from tombstone.cdc.events import ChangeEvent, EventKind, ms_to_datetime
+from tombstone.errors import describe_validation_error
+from tombstone.models import DeletionRequest, utc_now
+
+# Namespace of the bridge's deterministic request ids (uuid5 of the source coordinates).
+REQUEST_ID_NAMESPACE = uuid.UUID("6f1c2b0e-4d55-5d7a-9a39-0c3e8f6b2a71")
+
+IDENTITY_FIX = (
+    "Give the table a primary key that contains the key columns, or run "
+    "ALTER TABLE {table} REPLICA IDENTITY FULL, so that delete events carry them."
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Position and timestamp of a record on the change-event topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+@dataclass(frozen=True)
+class Emit:
+    request: DeletionRequest
+
+
+@dataclass(frozen=True)
+class Skip:
+    reason: str  # bounded label: upsert, key_change, tombstone_after_delete, other
+
+
+@dataclass(frozen=True)
+class Reject:
+    reason: str  # reason code of the dead letter
+    message: str
+
+
+Decision = Emit | Skip | Reject
+
+
+def _column_value(event: ChangeEvent, column: str) -> Any:
+    for columns in (event.key, event.row):
+        if columns and column in columns and columns[column] is not None:
+            return columns[column]
+    return None
+
+
+def subject_id(event: ChangeEvent, table: TableMapping) -> str | Reject:
+    """Build the subject id from the key columns, joined with ':' when there are several."""
+    parts: list[str] = []
+    for column in table.key_columns:
+        value = _column_value(event, column)
+        if value is None:
+            where = "the record key and the before image" if event.kind is EventKind.DELETE else "the record key"
+            return Reject("cdc_missing_identity",
+                          f"Column {column} is missing from {where} of a delete on {table.source_table}. "
+                          + IDENTITY_FIX.format(table=table.source_table))
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            return Reject("cdc_unsupported_key",
+                          f"Column {column} of {table.source_table} holds a JSON {type(value).__name__}; "
+                          "key columns must be integers or strings.")
+        parts.append(str(value))
+    return ":".join(parts)
+
+
+def request_id(settings: BridgeSettings, table: TableMapping, subject: str, event: ChangeEvent,
+               source: Source) -> str:
+    """Same source change, same id: the LSN and transaction identify it; else its position."""
+    if event.lsn is not None:
+        identity = f"lsn|{event.lsn}|{event.tx_id or ''}|{event.source_ts_ms or ''}"
+    else:
+        identity = f"pos|{source.partition}|{source.offset}"
+    name = "|".join([settings.name, table.topic, table.data_class, subject, identity])
+    return str(uuid.uuid5(REQUEST_ID_NAMESPACE, name))
+
+
+def cutoff(event: ChangeEvent, source: Source) -> tuple[datetime, str] | Reject:
+    """Take the source's commit time, else the record's timestamp; never the bridge's clock."""
+    if event.source_ts_ms is not None and event.source_ts_ms > 0:
+        return ms_to_datetime(event.source_ts_ms), "source.ts_ms"
+    if source.timestamp_ms is not None and source.timestamp_ms > 0:
+        return ms_to_datetime(source.timestamp_ms), "record timestamp"
+    return Reject("cdc_no_source_time",
+                  "The event has neither source.ts_ms nor a record timestamp, so no cut-off can "
+                  "be set. Add source.ts_ms with ExtractNewRecordState's add.fields.")
+
+
+def build_request(settings: BridgeSettings, table: TableMapping, event: ChangeEvent,
+                  source: Source) -> Decision:
+    """Build the request for a delete or a lone tombstone, or say why it cannot be one."""
+    subject = subject_id(event, table)
+    if isinstance(subject, Reject):
+        return subject
+    when = cutoff(event, source)
+    if isinstance(when, Reject):
+        return when
+    cutoff_at, _ = when
+    try:
+        request = DeletionRequest(
+            request_id=request_id(settings, table, subject, event, source),
+            subject_type=table.subject_type,
+            subject_id=subject,
+            data_class=table.data_class,
+            reason=settings.reason,
+            requested_at=utc_now(),
+            cutoff_at=cutoff_at,
+            cutoff_version=event.lsn,
+            requested_by=settings.requested_by,
+            trace_id=str(source),
+        )
+    except ValidationError as exc:
+        return Reject("cdc_invalid_request",
+                      f"The delete on {table.source_table} cannot become a request: "
+                      f"{describe_validation_error(exc)}.")
+    return Emit(request)
