@@ -38,6 +38,45 @@ def _broker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connect(args: argparse.Namespace) -> int:
+    from tombstone.connect.local import LocalConnect
+    from tombstone.settings import KafkaSettings
+
+    connect = LocalConnect(Path(args.state_dir) if args.state_dir else None)
+    if args.connect_command == "start":
+        print(connect.start(args.bootstrap or KafkaSettings().resolved_bootstrap(), timeout_s=args.timeout_s))
+    elif args.connect_command == "stop":
+        print("stopped" if connect.stop() else "not running")
+    elif args.connect_command == "status":
+        status = connect.status()
+        print(json.dumps(status) if args.json else
+              (f"running at {status['rest_url']} (pid {status['pid']})" if status["running"] else "not running"))
+        return 0 if status["running"] else 3
+    else:
+        return _connector(args, args.url or connect.running_url())
+    return 0
+
+
+def _connector(args: argparse.Namespace, url: str | None) -> int:
+    """Register or delete a connector on the worker at ``url``."""
+    from tombstone.connect.config import load_connector_config
+    from tombstone.connect.rest import ConnectClient
+
+    if url is None:
+        raise ConfigError("No Kafka Connect worker is running. Start one with `tombstone connect start`, "
+                          "or give the REST URL of another with --url.")
+    client = ConnectClient(url)
+    if args.connect_command == "delete":
+        print("deleted" if client.delete_connector(args.name) else "not found")
+        return 0
+    connector = load_connector_config(args.config)
+    created = client.put_connector(connector.name, connector.config)
+    status = client.wait_running(connector.name, timeout_s=args.timeout_s)
+    print(json.dumps(status) if args.json else
+          f"{connector.name}: {'created' if created else 'updated'}, RUNNING with {len(status['tasks'])} task(s)")
+    return 0
+
+
 def _topics(args: argparse.Namespace) -> int:
     from confluent_kafka.admin import AdminClient
 
@@ -80,6 +119,19 @@ def _worker(args: argparse.Namespace) -> int:
     from tombstone.worker.main import run_worker
 
     return run_worker(args.spec, metrics_port=args.metrics_port, stop=stop)
+
+
+def _cdc_bridge(args: argparse.Namespace) -> int:
+    stop = _stop_on_signals()
+    from tombstone.cdc.main import run_bridge
+
+    return run_bridge(args.config, metrics_port=args.metrics_port, stop=stop)
+
+
+def _cdc_check(args: argparse.Namespace) -> int:
+    from tombstone.cdc.main import run_check
+
+    return run_check(args.config, args.dsn)
 
 
 def _proof_show(args: argparse.Namespace) -> int:
@@ -135,7 +187,8 @@ def _ledger(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from tombstone.demo.run import run_demo
 
-    return run_demo(json_output=args.json, customers=args.customers, keep=args.keep, stores=args.stores)
+    return run_demo(json_output=args.json, customers=args.customers, keep=args.keep, stores=args.stores,
+                    source=args.source)
 
 
 def _aware_time(text: str) -> datetime:
@@ -195,6 +248,34 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _add_connect_parser(sub: argparse._SubParsersAction) -> None:
+    connect = sub.add_parser("connect", help="run a local Kafka Connect worker with Debezium, and register connectors")
+    actions = connect.add_subparsers(dest="connect_command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-dir", help="worker state directory (default: the cache directory)")
+
+    start = actions.add_parser("start", parents=[common], help="start the worker; prints its REST URL")
+    start.add_argument("--bootstrap", help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS, "
+                                           "else the broker of `tombstone broker start`)")
+    start.add_argument("--timeout-s", type=_positive, default=120.0, help="start-up timeout in seconds")
+    actions.add_parser("stop", parents=[common], help="stop the worker; its connectors stay registered")
+    status = actions.add_parser("status", parents=[common], help="show whether the worker runs")
+    status.add_argument("--json", action="store_true", help="print status as JSON")
+
+    url = argparse.ArgumentParser(add_help=False)
+    url.add_argument("--url", help="REST URL of the worker (default: the worker of `tombstone connect start`)")
+    register = actions.add_parser("register", parents=[common, url],
+                                  help="create or update a connector and wait until it runs")
+    register.add_argument("config", help="connector JSON with ${VAR:-default} references, such as "
+                                         "deploy/debezium/chinook-postgres.json")
+    register.add_argument("--timeout-s", type=_positive, default=120.0,
+                          help="seconds to wait for the connector and its tasks to be RUNNING")
+    register.add_argument("--json", action="store_true", help="print the connector status as JSON")
+    delete = actions.add_parser("delete", parents=[common, url], help="delete a connector")
+    delete.add_argument("name", help="connector name, such as chinook-postgres")
+    connect.set_defaults(handler=_connect)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tombstone", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for DEBUG)")
@@ -206,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--timeout-s", type=_positive, default=90.0, help="start-up timeout in seconds")
     broker.add_argument("--json", action="store_true", help="print status as JSON")
     broker.set_defaults(handler=_broker)
+    _add_connect_parser(sub)
 
     topics = sub.add_parser("topics", help="create the requests, proofs and dead-letter topics")
     topics.add_argument("action", choices=["create"])
@@ -233,6 +315,17 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--metrics-port", type=_port, help="override the spec's metrics port (0: any free port)")
     worker.set_defaults(handler=_worker)
 
+    bridge = sub.add_parser("cdc-bridge", help="turn Debezium delete events into deletion requests")
+    bridge.add_argument("config", help="bridge config, such as deploy/debezium/chinook-bridge.toml")
+    bridge.add_argument("--metrics-port", type=_port, help="override the config's metrics port (0: any free port)")
+    bridge.set_defaults(handler=_cdc_bridge)
+
+    check = sub.add_parser("cdc-check", help="find connector, topic and table settings that drop deletes")
+    check.add_argument("config", help="bridge config; its connector_config names the Debezium connector JSON")
+    check.add_argument("--dsn", help="source database, to check primary keys and replica identity "
+                                     "(default: not checked)")
+    check.set_defaults(handler=_cdc_check)
+
     ledger = sub.add_parser("ledger", help="follow requests and proofs and serve completion metrics")
     ledger.add_argument("--metrics-port", type=_port, default=9410, help="port of /metrics (0: any free port)")
     ledger.add_argument("--interval-s", type=_positive, default=5.0, help="seconds between refreshes")
@@ -255,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--stores", default="embedded",
                       help="embedded (no servers needed), all (also PostgreSQL and Redis, see "
                            "`make services`), or a comma-separated list of store names")
+    demo.add_argument("--source", choices=["requests", "debezium"], default="requests",
+                      help="requests: the demo issues deletion requests itself; debezium: it deletes "
+                           "customers in PostgreSQL and the CDC bridge issues them (needs `make services`)")
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -273,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Workers log their milestones at INFO by default; one-shot commands stay quiet.
-    configure_logging(max(args.verbose, 1) if args.command in ("worker", "ledger") else args.verbose)
+    configure_logging(max(args.verbose, 1) if args.command in ("worker", "ledger", "cdc-bridge") else args.verbose)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

@@ -11,6 +11,7 @@ Every error that the package raises derives from ``TombstoneError``::
     │   ├── FatalKafkaError      the client instance is unusable and must be rebuilt
     │   └── DeliveryError        a produced record was not confirmed by the broker
     ├── BrokerRuntimeError       the local development broker could not be fetched or started
+    ├── ConnectRuntimeError      Kafka Connect could not be fetched or started, or a connector failed
     └── StoreError               a derived store failed
         ├── StoreUnavailableError    transient: retry with backoff, never commit past it
         ├── VerificationError        data still present after a delete: never acked
@@ -72,6 +73,13 @@ class DeliveryError(KafkaClientError):
 
 class BrokerRuntimeError(TombstoneError):
     """The local development broker could not be fetched, formatted or started."""
+
+
+class ConnectRuntimeError(TombstoneError):
+    """The local Kafka Connect worker could not be fetched or started, or a connector failed.
+
+    Failed calls to the worker's REST API raise it too.
+    """
 
 
 class StoreError(TombstoneError):

@@ -93,12 +93,12 @@ def test_connector_file_with_config_object_and_env(tmp_path: Path, monkeypatch: 
                                                         "tombstones.on.delete": False}}))
     monkeypatch.delenv("PGPORT_TEST", raising=False)
     config = load_connector_config(path)
-    assert config["database.port"] == "55432" and config["tombstones.on.delete"] == "False"
+    assert config["database.port"] == "55432" and config["tombstones.on.delete"] == "false"
     assert codes(check_connector(config, None)) == ["no_tombstones"]
 
 
 def test_connector_file_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="missing.json"):
         load_connector_config(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{nope")

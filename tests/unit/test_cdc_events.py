@@ -123,6 +123,13 @@ def test_delete_without_key_or_before_image_is_rejected_with_the_fix() -> None:
     assert "REPLICA IDENTITY FULL" in decision.message and "primary key" in decision.message
 
 
+def test_blank_non_key_column_of_a_default_identity_delete_is_missing_identity() -> None:
+    table = TABLE.model_copy(update={"key_columns": ["email"]})
+    event = parse_event(ev.key(17), ev.envelope("d", {"customer_id": 17, "email": ""}, None))
+    decision = build_request(SETTINGS, table, event, SOURCE)
+    assert isinstance(decision, Reject) and decision.reason == "cdc_missing_identity"
+
+
 def test_key_column_found_in_before_image_when_key_lacks_it() -> None:
     table = TABLE.model_copy(update={"key_columns": ["email"]})
     decision = build_request(SETTINGS, table, parse_event(ev.key(17), ev.delete(17)), SOURCE)

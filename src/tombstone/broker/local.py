@@ -10,10 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -22,6 +19,7 @@ from pathlib import Path
 
 from tombstone.broker.runtime import ensure_jars, runtime_config_dir
 from tombstone.errors import BrokerRuntimeError
+from tombstone.processes import read_state, free_port, pid_alive, port_open, tail, terminate
 from tombstone.settings import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -35,42 +33,12 @@ _JVM_OPTIONS = [
 ]
 
 
-def free_port() -> int:
-    """Return a port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def random_cluster_id() -> str:
     """Return a cluster id in Kafka's format: 16 random bytes, base64url without padding."""
     while True:
         value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
         if "-" not in value:
             return value
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # kill(0) succeeds on a zombie child too, so its state in /proc decides.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _port_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -96,15 +64,12 @@ class LocalBroker:
 
     def state(self) -> BrokerState | None:
         """State of a broker started from this directory, or None."""
-        try:
-            return BrokerState(**json.loads(self._state_file.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError):
-            return None
+        return read_state(self._state_file, BrokerState)
 
     def running_bootstrap(self) -> str | None:
         """Bootstrap address of the broker when its process is alive and listening."""
         state = self.state()
-        if state and _pid_alive(state.pid) and _port_open(state.broker_port):
+        if state and pid_alive(state.pid) and port_open(state.broker_port):
             return state.bootstrap
         return None
 
@@ -156,18 +121,10 @@ class LocalBroker:
     def stop(self, timeout_s: float = 30.0) -> bool:
         """Stop the broker with SIGTERM, then SIGKILL after ``timeout_s``; True if one ran."""
         state = self.state()
-        if state is None or not _pid_alive(state.pid):
+        if state is None or not pid_alive(state.pid):
             self._state_file.unlink(missing_ok=True)
             return False
-        os.kill(state.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and _pid_alive(state.pid):
-            self._reap(state.pid)
-            time.sleep(0.2)
-        if _pid_alive(state.pid):
-            logger.warning("Broker pid %d ignored SIGTERM for %.0f s; killing it", state.pid, timeout_s)
-            os.kill(state.pid, signal.SIGKILL)
-            self._reap(state.pid)
+        terminate(state.pid, timeout_s, "Broker")
         self._state_file.unlink(missing_ok=True)
         return True
 
@@ -176,21 +133,14 @@ class LocalBroker:
         state = self.state()
         if state is None:
             return {"running": False, "state_dir": str(self.state_dir)}
-        alive = _pid_alive(state.pid)
+        alive = pid_alive(state.pid)
         return {
-            "running": alive and _port_open(state.broker_port),
+            "running": alive and port_open(state.broker_port),
             "pid": state.pid,
             "bootstrap": state.bootstrap,
             "log_file": state.log_file,
             "state_dir": str(self.state_dir),
         }
-
-    @staticmethod
-    def _reap(pid: int) -> None:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
 
     @staticmethod
     def _check_java() -> None:
@@ -230,20 +180,13 @@ class LocalBroker:
                 self._state_file.unlink(missing_ok=True)
                 raise BrokerRuntimeError(
                     f"The Kafka broker exited with status {process.returncode} during start-up. "
-                    f"Last lines of {state.log_file}:\n{_tail(Path(state.log_file))}"
+                    f"Last lines of {state.log_file}:\n{tail(Path(state.log_file))}"
                 )
-            if _port_open(state.broker_port):
+            if port_open(state.broker_port):
                 return
             time.sleep(0.2)
         self.stop()
         raise BrokerRuntimeError(
             f"The Kafka broker did not accept connections on {state.bootstrap} within "
-            f"{timeout_s:.0f} s. Last lines of {state.log_file}:\n{_tail(Path(state.log_file))}"
+            f"{timeout_s:.0f} s. Last lines of {state.log_file}:\n{tail(Path(state.log_file))}"
         )
-
-
-def _tail(path: Path, size: int = 3000) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")[-size:]
-    except OSError:
-        return "(no log)"

@@ -7,15 +7,13 @@ the broker, and the source tables' primary keys and replica identity in PostgreS
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tombstone.cdc.config import BridgeConfig, TableMapping
-from tombstone.errors import ConfigError
-from tombstone.spec import expand_env
+from tombstone.connect.config import load_connector_config as read_connector_file
 
 EXTRACT_NEW_RECORD_STATE = "io.debezium.transforms.ExtractNewRecordState"
 
@@ -30,20 +28,9 @@ class Finding:
         return f"{self.level.upper()} {self.code}: {self.message}"
 
 
-def load_connector_config(path: str | Path) -> dict[str, Any]:
-    """Read the ``config`` object of a connector JSON file, or the whole file when it is flat."""
-    source = Path(path)
-    try:
-        document = json.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"Connector config {source} not found.") from None
-    except ValueError as exc:
-        raise ConfigError(f"Connector config {source} is not valid JSON: {exc}.") from None
-    if isinstance(document, dict) and isinstance(document.get("config"), dict):
-        document = document["config"]
-    if not isinstance(document, dict):
-        raise ConfigError(f"Connector config {source} is not a JSON object.")
-    return expand_env({key: str(value) for key, value in document.items()}, source)
+def load_connector_config(path: str | Path) -> dict[str, str]:
+    """Read a connector JSON file and return its ``config`` object, as strings."""
+    return read_connector_file(path).config
 
 
 def _transforms(config: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:

@@ -111,7 +111,9 @@ def parse_event(key: bytes | None, value: bytes | None,
     """
     key_columns = parse_key(key)
     if value is None:
-        return ChangeEvent(EventKind.TOMBSTONE, None, key_columns, None, None, None, None)
+        # Debezium marks the tombstone of a primary-key change with the new key too.
+        kind = EventKind.KEY_CHANGE if _header(headers, NEW_KEY_HEADER) else EventKind.TOMBSTONE
+        return ChangeEvent(kind, None, key_columns, None, None, None, None)
     document = unwrap(_json(value, "value"))
     if not isinstance(document, dict):
         raise DecodeError("cdc_unexpected_shape", f"The record value is JSON {type(document).__name__}, "

@@ -61,8 +61,10 @@ Decision = Emit | Skip | Reject
 
 
 def _column_value(event: ChangeEvent, column: str) -> Any:
+    # Under REPLICA IDENTITY DEFAULT, Debezium fills the non-key columns of a delete's
+    # before image with "" (NOT NULL) or null, so neither is a value to erase by.
     for columns in (event.key, event.row):
-        if columns and column in columns and columns[column] is not None:
+        if columns and columns.get(column) not in (None, ""):
             return columns[column]
     return None
 

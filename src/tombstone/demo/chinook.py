@@ -42,10 +42,19 @@ def _repo_dataset_dir() -> Path:
     return Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "chinook"
 
 
+def dataset_dirs() -> list[Path]:
+    """Folders searched for the Chinook files, in order.
+
+    They are ``TOMBSTONE_CHINOOK_DIR`` when set, then ``shared/datasets/chinook`` beside the
+    repository's folder.
+    """
+    configured = os.environ.get("TOMBSTONE_CHINOOK_DIR")
+    return ([Path(configured)] if configured else []) + [_repo_dataset_dir()]
+
+
 def load_chinook() -> Chinook:
     """Customers and invoices from the first source that exists."""
-    configured = os.environ.get("TOMBSTONE_CHINOOK_DIR")
-    for folder in ([Path(configured)] if configured else []) + [_repo_dataset_dir()]:
+    for folder in dataset_dirs():
         database = folder / "Chinook_Sqlite.sqlite"
         if database.exists():
             return _from_sqlite(database)

@@ -1,7 +1,8 @@
-"""Child processes of the demo: one worker per consumer spec."""
+"""Child processes of the demo: one worker per consumer spec, and the CDC bridge."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -34,14 +35,20 @@ class WorkerProcess:
 
 def start_worker(name: str, spec: Path, env: dict[str, str], log_dir: Path, metrics_port: int) -> WorkerProcess:
     """Start ``tombstone worker SPEC`` as a child process logging to ``log_dir/NAME.log``."""
+    started = start_process(name, ["worker", str(spec), "--metrics-port", str(metrics_port)], env, log_dir)
+    return dataclasses.replace(started, spec=spec, metrics_port=metrics_port)
+
+
+def start_process(name: str, arguments: list[str], env: dict[str, str], log_dir: Path) -> WorkerProcess:
+    """Start ``tombstone ARGUMENTS...`` as a child process logging to ``log_dir/NAME.log``."""
     log_file = log_dir / f"{name}.log"
     with open(log_file, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tombstone.cli", "worker", str(spec), "--metrics-port", str(metrics_port)],
+            [sys.executable, "-m", "tombstone.cli", *arguments],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **env},
         )
-    logger.info("Started worker %s (pid %d), log %s", name, process.pid, log_file)
-    return WorkerProcess(name, spec, process, log_file, metrics_port)
+    logger.info("Started %s (pid %d), log %s", name, process.pid, log_file)
+    return WorkerProcess(name, Path(arguments[1]) if len(arguments) > 1 else Path(), process, log_file, 0)
 
 
 def stop_workers(workers: list[WorkerProcess], timeout_s: float = 30.0) -> dict[str, int]:

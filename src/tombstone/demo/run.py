@@ -51,6 +51,8 @@ class DemoRun:
     specs: dict[str, tuple[Path, ConsumerSpec]] = field(default_factory=dict)
     workers: list[WorkerProcess] = field(default_factory=list)
     broker: LocalBroker | None = None
+    connect: Any = None  # LocalConnect of the Debezium source
+    connector: Any = None  # (client, connector name, replication slot) of the Debezium source
 
 
 def _say(message: str) -> None:
@@ -61,14 +63,27 @@ EMBEDDED_KINDS = frozenset({"sqlite", "duckdb", "search", "objects", "topic"})
 
 
 def run_demo(json_output: bool = False, customers: int = 8, keep: bool = False,
-             stores: str = "embedded", timeout_s: float = 180.0) -> int:
-    """Run the demo; return 0 when every request is complete and nothing remains."""
+             stores: str = "embedded", timeout_s: float = 180.0, source: str = "requests") -> int:
+    """Run the demo; return 0 when every request is complete and nothing remains.
+
+    ``source`` "requests" issues the requests itself; "debezium" deletes rows in PostgreSQL
+    and lets the CDC bridge issue them.
+    """
     run = DemoRun(Path(tempfile.mkdtemp(prefix="tombstone-demo-")), {})
     try:
-        summary = _run(run, customers, stores, timeout_s)
+        if source == "debezium":
+            from tombstone.demo.debezium import run_debezium
+
+            summary = run_debezium(run, customers, stores, timeout_s, _say)
+        else:
+            summary = _run(run, customers, stores, timeout_s)
     finally:
         if run.workers:
             stop_workers(run.workers)
+        if run.connect is not None or run.connector is not None:
+            from tombstone.demo.debezium import stop_capture
+
+            stop_capture(run, _say)
         if run.broker is not None:
             run.broker.stop()
             _say("Stopped the demo's Kafka broker.")
@@ -259,6 +274,7 @@ def _summary(data: Any, requests: list[DeletionRequest], views: list, remaining:
                         "kept_items_of_other_customers": kept[name],
                         "metrics": metrics.get(name, {})}
     return {
+        "source": "requests",
         "requests": len(requests),
         "complete": sum(1 for v in views if v.complete),
         "customers_loaded": len(data.customers),
