@@ -71,7 +71,7 @@ def unique_name() -> Callable[[str], str]:
 TEST_INVENTORY = """
 [data_classes.customer_profile]
 subject_types = ["customer"]
-stores = [{ store = "operational-db" }]
+stores = [{ store = "operational-db", action = "delete" }]
 """
 
 

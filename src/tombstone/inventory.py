@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import tomllib
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -13,18 +14,67 @@ from tombstone.models import Code
 
 
 class StoreAction(enum.StrEnum):
-    DELETE = "delete"
+    """What a store does with a data class when a request arrives."""
+
+    DELETE = "delete"  # delete now
+    HIDE = "hide"  # hide now (normal reads stop showing it), purge after purge_after_s
+    ANONYMIZE = "anonymize"  # rewrite the named fields, keep the record for a legal basis
+    RETAIN = "retain"  # keep everything under a legal basis until a date
 
 
 class StoreEntry(BaseModel):
-    """One store that contains a copy of a data class."""
+    """One store that contains a copy of a data class, and its deletion policy."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     store: Code
-    action: StoreAction = StoreAction.DELETE
+    action: StoreAction
     max_delay_s: int = Field(default=86_400, gt=0,
                              description="Bound on the time until the bytes leave this store.")
+    purge_after_s: int | None = Field(default=None, ge=0, description="hide: delay until the purge")
+    fields: list[str] = Field(default_factory=list, description="anonymize: fields to rewrite")
+    legal_basis: str | None = Field(default=None, min_length=3, max_length=200,
+                                    description="anonymize, retain: why the data stays")
+    retain_days: int | None = Field(default=None, gt=0, description="retain: kept this long after the request")
+    retain_until: date | None = Field(default=None, description="retain: kept until this date (UTC)")
+
+    @model_validator(mode="after")
+    def _policy_complete(self) -> StoreEntry:
+        problem = _policy_problem(self)
+        if problem:
+            raise ValueError(f"store {self.store!r} ({self.action.value}): {problem}")
+        return self
+
+    def retained_until(self, requested_at: datetime) -> datetime | None:
+        """End of the retention of a request made at ``requested_at``; None when not retained."""
+        if self.action is not StoreAction.RETAIN:
+            return None
+        if self.retain_until is not None:
+            return datetime.combine(self.retain_until, time.min, UTC)
+        return requested_at + timedelta(days=self.retain_days or 0)
+
+
+def _policy_problem(entry: StoreEntry) -> str | None:
+    """What the entry lacks for its action, or sets that its action does not use."""
+    action = entry.action
+    if action is StoreAction.HIDE:
+        if entry.purge_after_s is None:
+            return "give purge_after_s, the delay between hiding and purging"
+        if entry.purge_after_s > entry.max_delay_s:
+            return f"purge_after_s {entry.purge_after_s} exceeds max_delay_s {entry.max_delay_s}"
+    elif entry.purge_after_s is not None:
+        return "purge_after_s applies to action hide only"
+    if action is StoreAction.ANONYMIZE and not entry.fields:
+        return "list the fields to rewrite in fields"
+    if action is not StoreAction.ANONYMIZE and entry.fields:
+        return "fields applies to action anonymize only"
+    if action in (StoreAction.ANONYMIZE, StoreAction.RETAIN) and not entry.legal_basis:
+        return "name the legal basis for keeping the data in legal_basis"
+    if action is StoreAction.RETAIN and (entry.retain_days is None) == (entry.retain_until is None):
+        return "give exactly one of retain_days and retain_until"
+    if action is not StoreAction.RETAIN and (entry.retain_days or entry.retain_until):
+        return "retain_days and retain_until apply to action retain only"
+    return None
 
 
 class DataClass(BaseModel):
@@ -55,6 +105,14 @@ class Inventory(BaseModel):
         """Store names that must prove a request of this data class; empty when unknown."""
         entry = self.data_classes.get(data_class)
         return [store.store for store in entry.stores] if entry else []
+
+    def policy(self, data_class: str, store: str) -> StoreEntry | None:
+        """The entry of ``store`` for ``data_class``, or None when the store does not hold it."""
+        entry = self.data_classes.get(data_class)
+        for item in entry.stores if entry else []:
+            if item.store == store:
+                return item
+        return None
 
     def restricted_to(self, stores: set[str]) -> Inventory:
         """Copy with only the named stores, for a deployment that runs a subset of them.

@@ -65,7 +65,7 @@ def test_proof_show_lists_every_store(tmp_path: Path, pipeline_topics: dict[str,
     inventory = tmp_path / "inventory.toml"
     inventory.write_text(
         '[data_classes.customer_profile]\nsubject_types = ["customer"]\n'
-        'stores = [{ store = "operational-db" }, { store = "search" }]\n', encoding="utf-8")
+        'stores = [{ store = "operational-db", action = "delete" }, { store = "search", action = "delete" }]\n', encoding="utf-8")
     request_id = _tombstone("request", "--subject", "customer:7", "--data-class", "customer_profile",
                             "--reason", "user_request").stdout.strip()
     worker = start_worker(spec)

@@ -51,7 +51,7 @@ def _worker_process(spec: Path, log: Path, crash_at: str | None = None) -> subpr
 
 def _ledger(store: str) -> Ledger:
     inventory = Inventory.model_validate(
-        {"data_classes": {"customer_profile": {"subject_types": ["customer"], "stores": [{"store": store}]}}})
+        {"data_classes": {"customer_profile": {"subject_types": ["customer"], "stores": [{"store": store, "action": "delete"}]}}})
     return Ledger(inventory, KafkaSettings())
 
 

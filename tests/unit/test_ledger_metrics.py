@@ -13,7 +13,7 @@ from tombstone.models import AckStatus, DeletionAck, DeletionRequest
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 INVENTORY = Inventory.model_validate({"data_classes": {"profile": {
     "subject_types": ["customer"],
-    "stores": [{"store": "db", "max_delay_s": 3600}, {"store": "cache", "max_delay_s": 60}]}}})
+    "stores": [{"store": "db", "action": "delete", "max_delay_s": 3600}, {"store": "cache", "action": "delete", "max_delay_s": 60}]}}})
 
 
 def request(subject_id: str, age: timedelta) -> DeletionRequest:

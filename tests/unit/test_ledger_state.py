@@ -18,9 +18,9 @@ INVENTORY = Inventory.model_validate(
         "data_classes": {
             "customer_profile": {
                 "subject_types": ["customer"],
-                "stores": [{"store": "sqlite"}, {"store": "search"}],
+                "stores": [{"store": "sqlite", "action": "delete"}, {"store": "search", "action": "delete"}],
             },
-            "billing": {"subject_types": ["customer"], "stores": [{"store": "warehouse"}]},
+            "billing": {"subject_types": ["customer"], "stores": [{"store": "warehouse", "action": "delete"}]},
         }
     }
 )

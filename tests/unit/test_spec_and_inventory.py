@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -187,13 +188,13 @@ version = "1"
 description = "Name, e-mail and address of a customer."
 subject_types = ["customer"]
 stores = [
-  { store = "sqlite" },
-  { store = "search", max_delay_s = 3600 },
+  { store = "sqlite", action = "delete" },
+  { store = "search", action = "delete", max_delay_s = 3600 },
 ]
 
 [data_classes.billing]
 subject_types = ["customer"]
-stores = [{ store = "warehouse" }]
+stores = [{ store = "warehouse", action = "delete" }]
 """
 
 
@@ -243,7 +244,8 @@ def test_load_inventory_rejects_class_missing_stores_key(tmp_path: Path) -> None
 
 
 def test_load_inventory_rejects_duplicate_store(tmp_path: Path) -> None:
-    text = INVENTORY.replace('{ store = "warehouse" }', '{ store = "warehouse" }, { store = "warehouse" }')
+    text = INVENTORY.replace('{ store = "warehouse", action = "delete" }',
+                             '{ store = "warehouse", action = "delete" }, { store = "warehouse", action = "delete" }')
 
     with pytest.raises(ConfigError) as caught:
         load_inventory(write(tmp_path, "inventory.toml", text))
@@ -253,7 +255,8 @@ def test_load_inventory_rejects_duplicate_store(tmp_path: Path) -> None:
 
 
 def test_load_inventory_rejects_unknown_key(tmp_path: Path) -> None:
-    text = INVENTORY.replace('{ store = "warehouse" }', '{ store = "warehouse", acton = "delete" }')
+    text = INVENTORY.replace('{ store = "warehouse", action = "delete" }',
+                             '{ store = "warehouse", action = "delete", acton = "delete" }')
 
     with pytest.raises(ConfigError, match="acton"):
         load_inventory(write(tmp_path, "inventory.toml", text))
@@ -269,3 +272,56 @@ def test_inventory_model_rejects_class_without_stores() -> None:
         Inventory.model_validate(
             {"data_classes": {"telemetry": {"subject_types": ["customer"], "stores": []}}}
         )
+
+
+# --- deletion policy --------------------------------------------------------------------
+
+def policy_inventory(entry: str) -> str:
+    return f'[data_classes.billing]\nsubject_types = ["customer"]\nstores = [{{ store = "warehouse", {entry} }}]\n'
+
+
+@pytest.mark.parametrize(("entry", "complaint"), [
+    ("max_delay_s = 60", "action"),
+    ('action = "hide"', "purge_after_s"),
+    ('action = "hide", purge_after_s = 7200, max_delay_s = 3600', "exceeds max_delay_s"),
+    ('action = "anonymize", legal_basis = "tax law"', "fields"),
+    ('action = "anonymize", fields = ["email"]', "legal basis"),
+    ('action = "retain", retain_days = 30', "legal basis"),
+    ('action = "retain", legal_basis = "tax law"', "exactly one of retain_days and retain_until"),
+    ('action = "retain", legal_basis = "tax law", retain_days = 3, retain_until = 2030-01-01', "exactly one"),
+    ('action = "delete", fields = ["email"]', "fields applies to action anonymize only"),
+    ('action = "delete", purge_after_s = 5', "purge_after_s applies to action hide only"),
+    ('action = "shred"', "action"),
+])
+def test_policy_entries_missing_their_parts_are_rejected_naming_the_entry(
+        tmp_path: Path, entry: str, complaint: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_inventory(write(tmp_path, "inventory.toml", policy_inventory(entry)))
+    message = str(caught.value)
+    assert complaint in message
+    assert "billing" in message
+
+
+def test_complete_policies_load(tmp_path: Path) -> None:
+    text = """
+[data_classes.billing]
+subject_types = ["customer"]
+stores = [
+  { store = "db", action = "hide", purge_after_s = 600, max_delay_s = 3600 },
+  { store = "warehouse", action = "anonymize", fields = ["email"], legal_basis = "statistics" },
+  { store = "ledger-db", action = "retain", legal_basis = "tax law", retain_days = 3650 },
+  { store = "archive", action = "retain", legal_basis = "court order 17", retain_until = 2031-06-30 },
+]
+"""
+    inventory = load_inventory(write(tmp_path, "inventory.toml", text))
+    requested = datetime(2026, 1, 1, tzinfo=UTC)
+    assert inventory.policy("billing", "ledger-db").retained_until(requested) == datetime(2035, 12, 30, tzinfo=UTC)
+    assert inventory.policy("billing", "archive").retained_until(requested) == datetime(2031, 6, 30, tzinfo=UTC)
+    assert inventory.policy("billing", "db").retained_until(requested) is None
+    assert inventory.policy("billing", "nowhere") is None
+
+
+def test_shipped_inventory_is_valid() -> None:
+    from tombstone.inventory import default_inventory_path
+
+    load_inventory(default_inventory_path())

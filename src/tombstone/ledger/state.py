@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from tombstone.inventory import Inventory
-from tombstone.models import TERMINAL_STATUSES, AckStatus, DeletionAck, DeletionRequest
+from tombstone.models import TERMINAL_STATUSES, AckStatus, DeletionAck, DeletionRequest, RequestAction
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class StoreRow:
     applied_at: datetime | None = None
     worker: str | None = None
     expected: bool = True
+    # Every status this store acked for the request, oldest first: HIDDEN, then PURGED.
+    steps: tuple[tuple[AckStatus, datetime], ...] = ()
 
     @property
     def terminal(self) -> bool:
@@ -43,6 +45,7 @@ class StoreRow:
             "applied_at": self.applied_at.isoformat() if self.applied_at else None,
             "worker": self.worker,
             "expected": self.expected,
+            "steps": [{"status": status.value, "at": at.isoformat()} for status, at in self.steps],
         }
 
 
@@ -52,6 +55,7 @@ class RequestView:
     rows: list[StoreRow]
     complete: bool
     superseded_by: str | None = None
+    cancelled: bool = False
 
     def to_dict(self, pseudonym: str | None = None) -> dict[str, object]:
         return {
@@ -62,6 +66,7 @@ class RequestView:
             "requested_at": self.request.requested_at.isoformat(),
             "complete": self.complete,
             "superseded_by": self.superseded_by,
+            "cancelled": self.cancelled,
             "stores": [row.to_dict() for row in self.rows],
         }
 
@@ -73,8 +78,17 @@ class LedgerState:
     acks: dict[tuple[str, str], DeletionAck] = field(default_factory=dict)
     # Request ids per requests-topic key, in arrival order.
     by_key: dict[str, list[str]] = field(default_factory=dict)
+    # Statuses per (request, store) in arrival order, for HIDDEN then PURGED and the like.
+    history: dict[tuple[str, str], list[tuple[AckStatus, datetime]]] = field(default_factory=dict)
+    # Requests that a CANCEL record named.
+    cancelled: set[str] = field(default_factory=set)
 
     def add_request(self, request: DeletionRequest) -> None:
+        if request.action is RequestAction.CANCEL:
+            self.cancelled.add(request.request_id)
+            if request.request_id in self.requests:
+                return
+            # The cancel replaced the request on the compacted topic: keep it as the request.
         if request.request_id in self.requests:
             return
         self.requests[request.request_id] = request
@@ -82,6 +96,9 @@ class LedgerState:
 
     def add_ack(self, ack: DeletionAck) -> None:
         self.acks[(ack.request_id, ack.store)] = ack
+        steps = self.history.setdefault((ack.request_id, ack.store), [])
+        if (ack.status, ack.applied_at) not in steps:
+            steps.append((ack.status, ack.applied_at))
 
     def rows(self, request: DeletionRequest) -> list[StoreRow]:
         expected = self.inventory.stores_for(request.data_class)
@@ -95,7 +112,7 @@ class LedgerState:
         if ack is None:
             return StoreRow(store, None, expected=expected)
         return StoreRow(store, ack.status, ack.items_affected, ack.remaining, ack.applied_at,
-                        ack.worker, expected)
+                        ack.worker, expected, tuple(self.history.get((request_id, store), ())))
 
     def _own_complete(self, request: DeletionRequest) -> bool:
         # REJECTED ends a store's retries but blocks the request: the data may still be there.
@@ -107,10 +124,11 @@ class LedgerState:
         if request is None:
             return None
         rows = self.rows(request)
+        cancelled = request_id in self.cancelled
         if self._own_complete(request):
-            return RequestView(request, rows, True)
+            return RequestView(request, rows, True, cancelled=cancelled)
         successor = self._completing_successor(request)
-        return RequestView(request, rows, successor is not None, successor)
+        return RequestView(request, rows, successor is not None, successor, cancelled)
 
     def _completing_successor(self, request: DeletionRequest) -> str | None:
         ids = self.by_key.get(request.kafka_key, [])

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from tombstone.errors import ConfigError
 from tombstone.models import AckStatus, DeletionRequest
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -97,6 +98,51 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def scan_subject(self, subject_key: str) -> int:
         """Count every item of a subject, whatever its time, for independent audits."""
+
+    # Deletion policies other than "delete now". Stores that cannot hide or rewrite fields
+    # keep these defaults, and a worker refuses to start with such a policy for them.
+
+    #: Inventory actions this store carries out ("retain" needs nothing from the store).
+    actions: frozenset[str] = frozenset({"delete", "retain"})
+
+    def check_policy(self, data_class: str, action: str, fields: Sequence[str] = ()) -> None:
+        """Fail at start-up when the inventory asks for an action this store cannot do.
+
+        Raises:
+            ConfigError: naming the store, the data class and the action.
+        """
+        if action not in self.actions:
+            raise ConfigError(
+                f"Store {self.name} ({self.kind}) cannot {action} data class {data_class}; it supports "
+                f"{', '.join(sorted(self.actions))}. Change the store's action in the inventory."
+            )
+
+    def hide(self, requests: Sequence[DeletionRequest]) -> dict[str, Outcome]:
+        """Stop normal reads from showing each request's items, keeping the bytes (HIDDEN)."""
+        raise self._unsupported("hide")
+
+    def purge(self, requests: Sequence[DeletionRequest]) -> dict[str, Outcome]:
+        """Delete the items that ``hide`` kept for each request (PURGED)."""
+        raise self._unsupported("purge")
+
+    def restore(self, requests: Sequence[DeletionRequest]) -> dict[str, Outcome]:
+        """Put back the items that ``hide`` kept for each request (CANCELLED)."""
+        raise self._unsupported("restore")
+
+    def count_hidden(self, requests: Sequence[DeletionRequest]) -> dict[str, int]:
+        """Count, by request id, the hidden items that a purge has not removed yet."""
+        return {request.request_id: 0 for request in requests}
+
+    def anonymize(self, requests: Sequence[DeletionRequest], fields: Sequence[str]) -> dict[str, Outcome]:
+        """Rewrite ``fields`` of each request's items and keep the items (ANONYMIZED)."""
+        raise self._unsupported("anonymize")
+
+    def count_identifying(self, requests: Sequence[DeletionRequest], fields: Sequence[str]) -> dict[str, int]:
+        """Count, by request id, items at or before the cut-off whose ``fields`` are still set."""
+        raise self._unsupported("anonymize")
+
+    def _unsupported(self, action: str) -> ConfigError:
+        return ConfigError(f"Store {self.name} ({self.kind}) cannot {action}; see Store.actions.")
 
     def __enter__(self) -> Store:
         self.open()

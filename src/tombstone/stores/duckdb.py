@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
@@ -24,8 +25,11 @@ from tombstone.models import AckStatus, DeletionRequest
 from tombstone.spec import DuckdbStoreConfig, TableMapping
 from tombstone.stores.base import RECEIPT_TABLE, Outcome, Store, cutoff_ms
 from tombstone.stores.binding import bind_subject_id, check_mapping_columns, parse_integer_id
+from tombstone.stores.sql_policy import PolicyTables, SqlTables
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # IOException (file lock held by another process, disk errors), TransactionException
 # (write conflict with another connection), ConnectionException and OutOfMemoryException
@@ -73,7 +77,7 @@ class _TablePlan:
         return counts
 
 
-class DuckdbStore(Store):
+class DuckdbStore(PolicyTables, Store):
     """Tables in one DuckDB database file, keyed by subject, with an epoch-ms update column.
 
     A row whose update column is NULL has an unknown write time and counts as written
@@ -86,6 +90,7 @@ class DuckdbStore(Store):
         super().__init__(name)
         self.config = config
         self._db: duckdb.DuckDBPyConnection | None = None
+        self._tables: SqlTables | None = None
 
     def open(self) -> None:
         path = Path(self.config.path)
@@ -97,11 +102,13 @@ class DuckdbStore(Store):
                 " request_id VARCHAR PRIMARY KEY, status VARCHAR NOT NULL,"
                 " items_affected BIGINT NOT NULL, applied_at_ms BIGINT NOT NULL)"
             )
+            columns: dict[str, list[str]] = {}
             for mapping in self.config.tables:
-                columns = [row[0] for row in self._db.execute(
-                    "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
-                    [mapping.table]).fetchall()]
-                check_mapping_columns(self.name, mapping, columns)
+                columns[mapping.table] = [row[0] for row in self._db.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                    "ORDER BY ordinal_position", [mapping.table]).fetchall()]
+                check_mapping_columns(self.name, mapping, columns[mapping.table])
+            self._tables = SqlTables(self._db, "duckdb", columns, list(self.config.tables))
         except ConfigError:
             self.close()
             raise
@@ -116,6 +123,13 @@ class DuckdbStore(Store):
         if self._db is not None:
             self._db.close()
             self._db = None
+            self._tables = None
+
+    def _guarded(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except TRANSIENT_ERRORS as exc:
+            raise StoreUnavailableError(f"DuckDB store {self.name} failed: {exc}") from exc
 
     @property
     def db(self) -> duckdb.DuckDBPyConnection:
@@ -261,7 +275,7 @@ class DuckdbStore(Store):
         try:
             for table, column, value in sorted(targets, key=str):
                 row = self.db.execute(f'SELECT count(*) FROM "{table}" WHERE "{column}" = ?', [value]).fetchone()
-                total += row[0] if row else 0
+                total += (row[0] if row else 0) + self.tables.scan_hidden(table, column, value)
         except TRANSIENT_ERRORS as exc:
             raise StoreUnavailableError(f"DuckDB store {self.name} failed: {exc}") from exc
         return total

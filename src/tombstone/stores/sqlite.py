@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from tombstone.errors import ConfigError, StoreUnavailableError
 from tombstone.models import DeletionRequest
@@ -18,9 +19,12 @@ from tombstone.stores.base import (
     record_receipts,
 )
 from tombstone.stores.binding import bind_subject_id, check_mapping_columns, parse_integer_id
+from tombstone.stores.sql_policy import PolicyTables, SqlTables
+
+T = TypeVar("T")
 
 
-class SqliteStore(Store):
+class SqliteStore(PolicyTables, Store):
     """Tables in one SQLite file. A NULL update time counts as before every cut-off."""
 
     kind = "sqlite"
@@ -29,6 +33,7 @@ class SqliteStore(Store):
         super().__init__(name)
         self.config = config
         self._db: sqlite3.Connection | None = None
+        self._tables: SqlTables | None = None
 
     def open(self) -> None:
         path = Path(self.config.path)
@@ -37,18 +42,27 @@ class SqliteStore(Store):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         ensure_receipt_table(self._db)
+        columns: dict[str, list[str]] = {}
         try:
             for mapping in self.config.tables:
-                columns = [row[1] for row in self._db.execute(f'PRAGMA table_info("{mapping.table}")')]
-                check_mapping_columns(self.name, mapping, columns)
+                columns[mapping.table] = [row[1] for row in self._db.execute(f'PRAGMA table_info("{mapping.table}")')]
+                check_mapping_columns(self.name, mapping, columns[mapping.table])
         except ConfigError:
             self.close()
             raise
+        self._tables = SqlTables(self._db, "sqlite", columns, list(self.config.tables))
 
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
+            self._tables = None
+
+    def _guarded(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(f"SQLite store {self.name} failed: {exc}") from exc
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -117,5 +131,5 @@ class SqliteStore(Store):
             row = self.db.execute(
                 f'SELECT count(*) FROM "{mapping.table}" WHERE "{mapping.subject_column}" = ?', (value,)
             ).fetchone()
-            total += row[0]
+            total += row[0] + self.tables.scan_hidden(mapping.table, mapping.subject_column, value)
         return total
