@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tombstone.cdc.metrics import BridgeMetrics
 from tombstone.ledger.service import LedgerMetrics
 from tombstone.metrics import WorkerMetrics
 
@@ -31,6 +32,7 @@ K8S_DIR = ROOT / "deploy" / "k8s"
 
 WORKER_JOB = "tombstone-workers"
 LEDGER_JOB = "tombstone-ledger"
+CDC_JOB = "tombstone-cdc"
 
 # The metric names that the rules and the dashboard may use, before the exposition suffixes.
 COUNTERS = {
@@ -40,6 +42,13 @@ COUNTERS = {
     "tombstone_retries",
     "tombstone_offset_commits",
     "tombstone_ledger_undecodable_records",
+    "tombstone_cdc_events",
+    "tombstone_cdc_requests",
+    "tombstone_cdc_skipped",
+    "tombstone_cdc_dead_letters",
+    "tombstone_cdc_lookbacks",
+    "tombstone_cdc_retries",
+    "tombstone_cdc_offset_commits",
 }
 GAUGES = {
     "tombstone_consumer_lag_records",
@@ -50,10 +59,14 @@ GAUGES = {
     "tombstone_ledger_overdue_requests",
     "tombstone_ledger_rejected_requests",
     "tombstone_ledger_oldest_open_request_age_seconds",
+    "tombstone_cdc_consumer_lag_records",
+    "tombstone_cdc_consumer_lag_seconds",
+    "tombstone_cdc_partitions_paused",
 }
 HISTOGRAMS = {
     "tombstone_apply_seconds",
     "tombstone_ledger_request_completion_seconds",
+    "tombstone_cdc_source_delay_seconds",
 }
 EXPOSED_NAMES = frozenset(
     {f"{name}_total" for name in COUNTERS}
@@ -67,7 +80,8 @@ METRIC_NAME = re.compile(r"(?<![\w:])tombstone_\w+")
 RECORDED_NAME = re.compile(r"\b[a-z_]+:[a-z0-9_]+(?::[a-z0-9_]+)?")
 
 # Values that Grafana substitutes for its variables, so that promtool can parse the queries.
-GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "$store": ".*"}
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "$store": ".*",
+                     "$bridge": ".*"}
 
 
 def _promtool() -> str:
@@ -233,7 +247,7 @@ def test_k8s_deployments_match_scrape_jobs() -> None:
         matching = [job for job, regex in app_names.items() if re.fullmatch(regex, app_name)]
         assert len(matching) == 1, f"Deployment {name} (app {app_name}) matches scrape jobs {matching}"
         scraped_jobs.update(matching)
-    assert scraped_jobs == {WORKER_JOB, LEDGER_JOB}
+    assert scraped_jobs == {WORKER_JOB, LEDGER_JOB, CDC_JOB}
 
 
 # Alert rules, their tests and the runbook
@@ -280,6 +294,19 @@ def test_runbook_urls_point_at_sections() -> None:
         assert anchor in anchors, f"{alert['alert']}: docs/runbook.md has no section with anchor #{anchor}"
 
 
+def test_cdc_alerts_use_bridge_series_only() -> None:
+    [group] = [g for g in _load_yaml(RULES_FILE)["groups"] if g["name"] == "tombstone-cdc"]
+    assert group["rules"], "the tombstone-cdc group has no rules"
+    for rule in group["rules"]:
+        expr = rule["expr"]
+        for name in METRIC_NAME.findall(expr):
+            assert name.startswith("tombstone_cdc_"), f"{rule['alert']} uses the non-bridge metric {name}"
+        for name in RECORDED_NAME.findall(expr):
+            assert name.startswith("bridge:"), f"{rule['alert']} uses the non-bridge record {name}"
+        if "up{" in expr:
+            assert f'up{{job="{CDC_JOB}"}}' in expr, rule["alert"]
+
+
 def test_rule_expressions_use_known_metrics() -> None:
     recorded = _recorded_names()
     for rule in _rules():
@@ -292,7 +319,7 @@ def test_rule_expressions_use_known_metrics() -> None:
 
 def test_code_exports_every_known_metric() -> None:
     exported = set()
-    for registry in (WorkerMetrics("search").registry, LedgerMetrics().registry):
+    for registry in (WorkerMetrics("search").registry, LedgerMetrics().registry, BridgeMetrics("chinook").registry):
         for family in registry.collect():
             if family.type == "counter":
                 exported.add(f"{family.name}_total")
@@ -347,6 +374,14 @@ def test_dashboard_covers_required_metrics() -> None:
         "tombstone_retries_total",
         "tombstone_store_up",
         "tombstone_partitions_paused",
+        "tombstone_cdc_requests_total",
+        "tombstone_cdc_events_total",
+        "tombstone_cdc_dead_letters_total",
+        "tombstone_cdc_source_delay_seconds_bucket",
+        "tombstone_cdc_consumer_lag_records",
+        "tombstone_cdc_consumer_lag_seconds",
+        "tombstone_cdc_retries_total",
+        "tombstone_cdc_partitions_paused",
     }
     assert required <= used, f"the dashboard shows no panel for {sorted(required - used)}"
 
