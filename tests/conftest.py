@@ -87,6 +87,7 @@ def kafka_env(kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path_
         "TOMBSTONE_REQUESTS_TOPIC": unique_name("requests"),
         "TOMBSTONE_PROOFS_TOPIC": unique_name("proofs"),
         "TOMBSTONE_DEAD_LETTER_TOPIC": unique_name("dead-letters"),
+        "TOMBSTONE_HOLDS_TOPIC": unique_name("holds"),
         "TOMBSTONE_PSEUDONYM_KEY": "test-key-0123456789abcdef0123456789",
         "TOMBSTONE_PSEUDONYM_KEY_ID": "test",
     }

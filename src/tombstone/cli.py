@@ -9,11 +9,12 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from tombstone.cli_policy import add_policy_parsers, iso_time
 from tombstone.errors import ConfigError, InvalidRequestError, TombstoneError, describe_validation_error
 
 logger = logging.getLogger("tombstone.cli")
@@ -161,6 +162,18 @@ def _proof_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _proof_export(args: argparse.Namespace) -> int:
+    from tombstone.ledger.evidence_commands import run_export
+
+    return run_export(args.inventory, args.output, args.timeout_s)
+
+
+def _proof_verify(args: argparse.Namespace) -> int:
+    from tombstone.ledger.evidence_commands import run_verify
+
+    return run_verify(args.file, args.inventory, args.timeout_s, args.json)
+
+
 def _ledger(args: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     from tombstone.inventory import default_inventory_path, load_inventory
@@ -170,17 +183,57 @@ def _ledger(args: argparse.Namespace) -> int:
     from tombstone.settings import KafkaSettings
 
     inventory = load_inventory(args.inventory or default_inventory_path())
-    ledger = Ledger(inventory, KafkaSettings())
+    kafka = KafkaSettings()
+    ledger = Ledger(inventory, kafka)
     metrics = LedgerMetrics()
+    housekeeper = None
+    if args.backup_horizon_s is not None:
+        from tombstone.ledger.housekeeping import Housekeeper, HousekeepingMetrics
+
+        housekeeper = Housekeeper(kafka, timedelta(seconds=args.backup_horizon_s),
+                                  metrics=HousekeepingMetrics(metrics.registry))
     health = HealthState()
     server = MetricsServer(metrics.registry, health, args.metrics_port)
     server.start()
     health.ready = True
     try:
-        run_ledger(ledger, metrics, stop, args.interval_s)
+        run_ledger(ledger, metrics, stop, args.interval_s, housekeeper)
     finally:
         server.stop()
         ledger.close()
+        if housekeeper is not None:
+            housekeeper.close()
+    return 0
+
+
+def _housekeeping(args: argparse.Namespace) -> int:
+    from tombstone.inventory import default_inventory_path, load_inventory
+    from tombstone.ledger.housekeeping import Housekeeper
+    from tombstone.ledger.ledger import Ledger
+    from tombstone.settings import KafkaSettings
+
+    inventory = load_inventory(args.inventory or default_inventory_path())
+    kafka = KafkaSettings()
+    ledger = Ledger(inventory, kafka)
+    housekeeper = Housekeeper(kafka, timedelta(seconds=args.backup_horizon_s), dry_run=args.dry_run,
+                              read_timeout_s=args.timeout_s)
+    try:
+        ledger.refresh(args.timeout_s)
+        report = housekeeper.run(ledger)
+    finally:
+        housekeeper.close()
+        ledger.close()
+    if args.json:
+        print(json.dumps(report.to_dict()))
+        return 0
+    print(f"complete requests still on {kafka.requests_topic}: {report.retained_complete}")
+    print(f"older than the backup horizon of {args.backup_horizon_s:g} s: {report.older_than_horizon}")
+    if args.dry_run:
+        print("tombstoned: 0 (dry run, nothing written)")
+        return 0
+    print(f"tombstoned: {report.tombstoned}")
+    print(f"skipped, a newer record arrived for the key: {report.skipped_newer}")
+    print(f"newer requests produced again after a tombstone: {report.restored}")
     return 0
 
 
@@ -193,12 +246,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _aware_time(text: str) -> datetime:
     """Parse an ISO 8601 time that states its UTC offset and is not in the future."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time such as 2026-01-31T12:00:00Z") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset; add Z or +HH:MM")
+    value = iso_time(text)
     if value > datetime.now(UTC):
         raise argparse.ArgumentTypeError(f"{text!r} is in the future; a cut-off must not be later than now")
     return value
@@ -276,6 +324,10 @@ def _add_connect_parser(sub: argparse._SubParsersAction) -> None:
     connect.set_defaults(handler=_connect)
 
 
+_HORIZON_HELP = ("Use at least the longest backup retention of any store plus the time requests take "
+                 "to complete, because a restored store is reconciled from the requests topic.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tombstone", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for DEBUG)")
@@ -330,7 +382,22 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.add_argument("--metrics-port", type=_port, default=9410, help="port of /metrics (0: any free port)")
     ledger.add_argument("--interval-s", type=_positive, default=5.0, help="seconds between refreshes")
     ledger.add_argument("--inventory", help="inventory file (default: TOMBSTONE_INVENTORY or deploy/inventory.toml)")
+    ledger.add_argument("--backup-horizon-s", type=_positive, default=None,
+                        help=f"after each refresh, tombstone complete requests older than this many "
+                             f"seconds (default: off). {_HORIZON_HELP}")
     ledger.set_defaults(handler=_ledger)
+
+    housekeeping = sub.add_parser("housekeeping",
+                                  help="tombstone complete requests older than the backup horizon, once")
+    housekeeping.add_argument("--backup-horizon-s", type=_positive, required=True,
+                              help=f"tombstone complete requests older than this many seconds. {_HORIZON_HELP}")
+    housekeeping.add_argument("--dry-run", action="store_true", help="count the candidates, write nothing")
+    housekeeping.add_argument("--json", action="store_true", help="print the counts as JSON")
+    housekeeping.add_argument("--inventory",
+                              help="inventory file (default: TOMBSTONE_INVENTORY or deploy/inventory.toml)")
+    housekeeping.add_argument("--timeout-s", type=_positive, default=30.0,
+                              help="time to read the topics, in seconds")
+    housekeeping.set_defaults(handler=_housekeeping)
 
     proof = sub.add_parser("proof", help="show deletion proof per store")
     proof_sub = proof.add_subparsers(dest="proof_command", required=True)
@@ -340,6 +407,22 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--inventory", help="inventory file (default: TOMBSTONE_INVENTORY or deploy/inventory.toml)")
     show.add_argument("--timeout-s", type=_positive, default=30.0, help="time to read the topics, in seconds")
     show.set_defaults(handler=_proof_show)
+    export = proof_sub.add_parser("export", help="write evidence of every request and store, one JSON line "
+                                                 "each, with a SHA-256 and HMAC trailer")
+    export.add_argument("--format", choices=["jsonl"], default="jsonl", help="output format (jsonl)")
+    export.add_argument("--output", help="file to write; replaced atomically (default: stdout)")
+    export.add_argument("--inventory", help="inventory file (default: TOMBSTONE_INVENTORY or deploy/inventory.toml)")
+    export.add_argument("--timeout-s", type=_positive, default=30.0, help="time to read the topics, in seconds")
+    export.set_defaults(handler=_proof_export)
+    verify = proof_sub.add_parser("verify", help="check an evidence export against the ledger; "
+                                                 "exit status 0 only when every line verifies")
+    verify.add_argument("file", help="export written by `tombstone proof export`")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument("--inventory", help="inventory file (default: TOMBSTONE_INVENTORY or deploy/inventory.toml)")
+    verify.add_argument("--timeout-s", type=_positive, default=30.0, help="time to read the topics, in seconds")
+    verify.set_defaults(handler=_proof_verify)
+
+    add_policy_parsers(sub)
 
     demo = sub.add_parser("demo", help="run the Chinook demo end to end on a local broker")
     demo.add_argument("--json", action="store_true", help="print one JSON summary as the last line")

@@ -11,10 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tombstone.errors import ConfigError, InvalidRequestError, describe_validation_error
 from tombstone.models import Code
+from tombstone.spec import expand_env
 
 
 class StoreAction(enum.StrEnum):
-    """What a store does with a data class when a request arrives."""
+    """A store's action on a data class when a request arrives."""
 
     DELETE = "delete"  # delete now
     HIDE = "hide"  # hide now (normal reads stop showing it), purge after purge_after_s
@@ -55,7 +56,7 @@ class StoreEntry(BaseModel):
 
 
 def _policy_problem(entry: StoreEntry) -> str | None:
-    """What the entry lacks for its action, or sets that its action does not use."""
+    """Name what the entry lacks for its action, or sets that its action does not use."""
     action = entry.action
     if action is StoreAction.HIDE:
         if entry.purge_after_s is None:
@@ -107,7 +108,7 @@ class Inventory(BaseModel):
         return [store.store for store in entry.stores] if entry else []
 
     def policy(self, data_class: str, store: str) -> StoreEntry | None:
-        """The entry of ``store`` for ``data_class``, or None when the store does not hold it."""
+        """Return the entry of ``store`` for ``data_class``, or None when the store does not hold it."""
         entry = self.data_classes.get(data_class)
         for item in entry.stores if entry else []:
             if item.store == store:
@@ -166,7 +167,7 @@ def load_inventory(path: str | Path) -> Inventory:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Inventory {source} is not valid TOML: {exc}.") from None
     try:
-        return Inventory.model_validate(document)
+        return Inventory.model_validate(expand_env(document, source))
     except ValidationError as exc:
         raise ConfigError(f"Inventory {source} is invalid: {describe_validation_error(exc)}.") from None
 

@@ -41,6 +41,7 @@ class KafkaSettings(BaseSettings):
     requests_topic: str = "deletion.requests"
     proofs_topic: str = "deletion.proofs"
     dead_letter_topic: str = "deletion.dead-letters"
+    holds_topic: str = "deletion.holds"
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -84,12 +85,19 @@ class KafkaSettings(BaseSettings):
 
 
 class PseudonymSettings(BaseSettings):
-    """HMAC key that turns subject keys into pseudonyms on proof records."""
+    """HMAC keys that turn subject keys into pseudonyms on proof records.
+
+    ``key`` and ``key_id`` are the current key, which signs new proofs and exports.
+    ``keys_file`` names a key ring of retired keys, one ``KEY_ID = SECRET`` line each,
+    which verification uses for proofs made before a rotation.
+    """
 
     model_config = SettingsConfigDict(env_prefix="TOMBSTONE_PSEUDONYM_", frozen=True, extra="ignore")
 
     key: SecretStr | None = None
     key_id: str = "k1"
+    # A string, not a Path: an empty TOMBSTONE_PSEUDONYM_KEYS_FILE means no key ring, not ".".
+    keys_file: str | None = None
 
     def require_key(self) -> bytes:
         """Return the HMAC key as bytes; raise ``ConfigError`` when it is missing or short."""

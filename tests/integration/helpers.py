@@ -11,6 +11,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
+from tombstone.inventory import Inventory
 from tombstone.kafka.reader import TopicReader
 from tombstone.models import DeadLetter, DeletionAck
 from tombstone.pseudonym import Pseudonymizer
@@ -101,10 +102,11 @@ class ProofReader:
 class WorkerThread:
     """A worker running in a thread of the test process."""
 
-    def __init__(self, spec: ConsumerSpec) -> None:
+    def __init__(self, spec: ConsumerSpec, inventory: Inventory | None = None) -> None:
         kafka = KafkaSettings()
         self.stop = threading.Event()
-        self.worker = Worker(spec, kafka, build_store(spec, kafka), Pseudonymizer.from_settings(), stop=self.stop)
+        self.worker = Worker(spec, kafka, build_store(spec, kafka), Pseudonymizer.from_settings(), stop=self.stop,
+                             inventory=inventory)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 

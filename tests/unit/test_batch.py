@@ -203,14 +203,23 @@ def test_sort_batch_skips_other_data_class() -> None:
     assert offsets(batch) == [(TOPIC, 0, 5)]
 
 
-def test_sort_batch_skips_cancel() -> None:
+def test_sort_batch_keeps_cancel_as_work() -> None:
     request = make_request(action=RequestAction.CANCEL)
 
     batch, _ = sort([request_message(0, 4, request)])
 
-    assert batch.work == []
-    assert batch.skipped == 1
+    assert [w.request for w in batch.work] == [request]
     assert offsets(batch) == [(TOPIC, 0, 5)]
+
+
+def test_cancel_with_the_id_of_its_request_is_not_a_duplicate_id() -> None:
+    request = make_request()
+    cancel = request.model_copy(update={"action": RequestAction.CANCEL})
+
+    batch, _ = sort([request_message(0, 4, request), request_message(0, 5, cancel)])
+
+    assert [w.request.action for w in batch.work] == [RequestAction.DELETE, RequestAction.CANCEL]
+    assert batch.poison == []
 
 
 # --- poison -----------------------------------------------------------------------------

@@ -32,8 +32,8 @@ from tombstone.connect.local import LocalConnect
 from tombstone.connect.rest import ConnectClient
 from tombstone.demo.chinook import load_chinook
 from tombstone.demo.chinook_pg import load_chinook_postgres, wait_for_slot
-from tombstone.demo.load import load_stores, open_store, scan_subjects
-from tombstone.demo.processes import failed_workers, start_process, start_worker, stop_workers
+from tombstone.demo.load import load_stores
+from tombstone.demo.processes import failed_workers, start_process, start_worker
 from tombstone.errors import TombstoneError
 from tombstone.inventory import default_inventory_path, load_inventory
 from tombstone.kafka.reader import TopicReader
@@ -178,26 +178,18 @@ def run_debezium(run: Any, customers: int, stores: str, timeout_s: float, say: A
     say(f"Deleted {len(deleted)} customers in PostgreSQL with DELETE FROM customer.")
     requests = wait_for_requests(kafka, len(deleted), run, timeout_s)
     say(f"The CDC bridge produced {len(requests)} deletion requests.")
-    ledger = Ledger(load_inventory(default_inventory_path()).restricted_to(set(run.specs)), kafka,
-                    Pseudonymizer.from_settings())
+    inventory = load_inventory(default_inventory_path()).restricted_to(set(run.specs))
+    ledger = Ledger(inventory, kafka, Pseudonymizer.from_settings())
     try:
         views = embedded._wait_for_proof(ledger, run, requests, timeout_s)
     finally:
         ledger.close()
 
     # Step 5. Stop the processes, then scan every store without them.
-    workers = [w for w in run.workers if w.name != "cdc-bridge"]
-    metrics = embedded._scrape_when_caught_up(workers)
-    codes = stop_workers(run.workers)
-    run.workers = []
-    if any(codes.values()):
-        raise TombstoneError(f"Processes exited with non-zero status: {codes}")
-    subjects = [f"customer:{i}" for i in deleted]
-    kept = [f"customer:{c['customer_id']}" for c in data.customers if int(c["customer_id"]) not in deleted]
-    remaining = {name: scan_subjects(open_store(spec, kafka), subjects) for name, (_, spec) in run.specs.items()}
-    still_kept = {name: scan_subjects(open_store(spec, kafka), kept) for name, (_, spec) in run.specs.items()}
-    summary = embedded._summary(data, requests, views, remaining, still_kept, metrics)
-    summary.update({"source": "debezium", "customer_rows_deleted": len(deleted),
+    summary = embedded.finish_and_scan(run, kafka, inventory, views, [f"customer:{i}" for i in deleted],
+                                       ["customer_profile"])
+    summary.update({"source": "debezium", "requests": len(requests), "customer_rows_deleted": len(deleted),
+                    "customers_loaded": len(data.customers),
                     "invoices": {"decision": INVOICE_DECISION, "kept_in_postgresql": _orphans(source_dsn)},
                     "postgresql_rows_loaded": counts})
     return summary

@@ -25,6 +25,7 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 
 from tombstone.broker.local import LocalBroker, free_port
+from tombstone.demo.audit import audit_store
 from tombstone.demo.chinook import load_chinook
 from tombstone.demo.load import DEMO_DATA_CLASSES, load_stores, open_store, scan_subjects
 from tombstone.demo.processes import WorkerProcess, failed_workers, scrape_worker, start_worker, stop_workers
@@ -164,19 +165,44 @@ def _run(run: DemoRun, customers: int, stores: str, timeout_s: float) -> dict[st
         ledger.close()
 
     # Step 5. Read the workers' metrics, stop them, then scan every store without them.
-    metrics = _scrape_when_caught_up(run.workers)
+    subjects = [f"customer:{c['customer_id']}" for c in chosen]
+    summary = finish_and_scan(run, kafka, inventory, views, subjects, DEMO_DATA_CLASSES)
+    print(render_table(views))
+    summary.update({"source": "requests", "requests": len(requests),
+                    "customers_loaded": len(data.customers), "invoices_loaded": len(data.invoices)})
+    return summary
+
+
+def finish_and_scan(run: DemoRun, kafka: KafkaSettings, inventory: Any, views: list, deleted: list[str],
+                    data_classes: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """Stop the workers, audit every store against the policy, and summarize by store."""
+    workers = [w for w in run.workers if w.name in run.specs]
+    metrics = _scrape_when_caught_up(workers)
     codes = stop_workers(run.workers)
     run.workers = []
     bad = {name: code for name, code in codes.items() if code != 0}
     if bad:
-        raise TombstoneError(f"Workers exited with non-zero status: {bad}")
-    subjects = [f"customer:{c['customer_id']}" for c in chosen]
-    kept = [f"customer:{c['customer_id']}" for c in data.customers if c not in chosen]
-    remaining = {name: scan_subjects(open_store(spec, kafka), subjects) for name, (_, spec) in run.specs.items()}
-    still_kept = {name: scan_subjects(open_store(spec, kafka), kept) for name, (_, spec) in run.specs.items()}
-
-    print(render_table(views))
-    return _summary(data, requests, views, remaining, still_kept, metrics)
+        raise TombstoneError(f"Processes exited with non-zero status: {bad}")
+    other = sorted({f"customer:{row['customer_id']}" for row in load_chinook().customers} - set(deleted))
+    stores: dict[str, Any] = {}
+    for name, (_, spec) in sorted(run.specs.items()):
+        audit = audit_store(open_store(spec, kafka), inventory, deleted, data_classes)
+        by_class: dict[str, Counter[str]] = {}
+        for view in views:
+            for row in view.rows:
+                if row.store == name and row.status:
+                    by_class.setdefault(view.request.data_class, Counter())[row.status.value] += 1
+        stores[name] = {
+            "status_counts": dict(sorted(sum(by_class.values(), Counter()).items())),
+            "status_by_data_class": {dc: dict(sorted(c.items())) for dc, c in sorted(by_class.items())},
+            "remaining_after_scan": audit.remaining,
+            "kept_under_policy": audit.kept,
+            "kept_items_of_other_customers": scan_subjects(open_store(spec, kafka), other),
+            "metrics": metrics.get(name, {}),
+        }
+    return {"complete": sum(1 for v in views if v.complete),
+            "remaining_after_scan": sum(store["remaining_after_scan"] for store in stores.values()),
+            "stores": stores}
 
 
 def _start_broker(run: DemoRun) -> str:
@@ -205,6 +231,8 @@ def _prepare_env(run: DemoRun, bootstrap: str) -> None:
         "TOMBSTONE_PSEUDONYM_KEY": secrets.token_urlsafe(32),
         "TOMBSTONE_PSEUDONYM_KEY_ID": f"demo-{suffix}",
         "TOMBSTONE_INVENTORY": str(default_inventory_path()),
+        # The demo's purge delay of hidden rows, instead of the inventory's day.
+        "TOMBSTONE_PURGE_AFTER_S": os.environ.get("TOMBSTONE_PURGE_AFTER_S", "5"),
         # The password that `deploy/local/services.sh` gives the demo's PostgreSQL role.
         "TOMBSTONE_PG_PASSWORD": os.environ.get("TOMBSTONE_PG_PASSWORD", "tombstone"),
     }
@@ -262,23 +290,3 @@ def _scrape_when_caught_up(workers: list[WorkerProcess], timeout_s: float = 30.0
         if all(m["lag_records"] == 0 for m in metrics.values()) or time.monotonic() > deadline:
             return metrics
         time.sleep(0.5)
-
-
-def _summary(data: Any, requests: list[DeletionRequest], views: list, remaining: dict[str, int],
-             kept: dict[str, int], metrics: dict[str, dict[str, int]]) -> dict[str, Any]:
-    stores: dict[str, Any] = {}
-    for name in sorted(remaining):
-        counts = Counter(row.status.value for v in views for row in v.rows if row.store == name and row.status)
-        stores[name] = {"status_counts": dict(sorted(counts.items())),
-                        "remaining_after_scan": remaining[name],
-                        "kept_items_of_other_customers": kept[name],
-                        "metrics": metrics.get(name, {})}
-    return {
-        "source": "requests",
-        "requests": len(requests),
-        "complete": sum(1 for v in views if v.complete),
-        "customers_loaded": len(data.customers),
-        "invoices_loaded": len(data.invoices),
-        "remaining_after_scan": sum(remaining.values()),
-        "stores": stores,
-    }

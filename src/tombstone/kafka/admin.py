@@ -38,7 +38,7 @@ def pipeline_topics(
     max_worker_outage_ms: int = 7 * DAY_MS,
     dead_letter_retention_ms: int = 30 * DAY_MS,
 ) -> list[TopicSpec]:
-    """Requests, proofs and dead-letter topics with the settings the pipeline relies on.
+    """Requests, proofs, dead-letter and holds topics with the settings the pipeline relies on.
 
     ``max_worker_outage_ms`` becomes ``min.compaction.lag.ms`` of the requests topic: a
     worker that is down for less than that still reads every version of every key.
@@ -55,6 +55,8 @@ def pipeline_topics(
             settings.dead_letter_topic, partitions, replication_factor,
             {"cleanup.policy": "delete", "retention.ms": str(dead_letter_retention_ms)},
         ),
+        # Legal holds: key = subject key, a null value releases the hold.
+        TopicSpec(settings.holds_topic, 1, replication_factor, dict(compacted)),
     ]
 
 

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tombstone.errors import TombstoneError
 from tombstone.inventory import Inventory
+from tombstone.ledger.housekeeping import Housekeeper
 from tombstone.ledger.ledger import Ledger
 from tombstone.ledger.state import RequestView
 from tombstone.metrics import PREFIX
@@ -87,8 +88,12 @@ def completion_seconds(view: RequestView) -> float:
     return max(0.0, (max(times) - view.request.requested_at).total_seconds())
 
 
-def run_ledger(ledger: Ledger, metrics: LedgerMetrics, stop: threading.Event, interval_s: float) -> None:
-    """Refresh the ledger and its metrics every ``interval_s`` until ``stop`` is set."""
+def run_ledger(ledger: Ledger, metrics: LedgerMetrics, stop: threading.Event, interval_s: float,
+               housekeeper: Housekeeper | None = None) -> None:
+    """Refresh the ledger and its metrics every ``interval_s`` until ``stop`` is set.
+
+    With a ``housekeeper``, each successful refresh is followed by a housekeeping run.
+    """
     logger.info("Ledger following %s and %s every %.1f s",
                 ledger.kafka.requests_topic, ledger.kafka.proofs_topic, interval_s)
     while not stop.is_set():
@@ -98,5 +103,14 @@ def run_ledger(ledger: Ledger, metrics: LedgerMetrics, stop: threading.Event, in
             logger.warning("Ledger refresh failed, serving the last state: %s", exc)
         else:
             metrics.update(ledger)
+            if housekeeper is not None:
+                _run_housekeeping(housekeeper, ledger)
         stop.wait(interval_s)
     logger.info("Ledger stopped")
+
+
+def _run_housekeeping(housekeeper: Housekeeper, ledger: Ledger) -> None:
+    try:
+        housekeeper.run(ledger)
+    except TombstoneError as exc:
+        logger.warning("Housekeeping failed, retrying after the next refresh: %s", exc)

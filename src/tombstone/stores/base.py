@@ -41,6 +41,9 @@ class Outcome:
     items_affected: int
     replayed: bool = False
     reason_code: str | None = None
+    # RETAINED and ANONYMIZED name why data stays; RETAINED and HIDDEN say until when.
+    legal_basis: str | None = None
+    retained_until: datetime | None = None
 
     @classmethod
     def from_count(cls, deleted: int) -> Outcome:
@@ -96,8 +99,11 @@ class Store(abc.ABC):
         """Count, by request id, the items still present at or before each cut-off."""
 
     @abc.abstractmethod
-    def scan_subject(self, subject_key: str) -> int:
-        """Count every item of a subject, whatever its time, for independent audits."""
+    def scan_subject(self, subject_key: str, data_class: str | None = None) -> int:
+        """Count every item of a subject (of one data class if given), whatever its time.
+
+        For independent audits: hidden items count too, because their bytes are still there.
+        """
 
     # Deletion policies other than "delete now". Stores that cannot hide or rewrite fields
     # keep these defaults, and a worker refuses to start with such a policy for them.
@@ -152,24 +158,24 @@ class Store(abc.ABC):
         self.close()
 
 
-class ReceiptBook:
-    """Outcomes of applied requests in a small SQLite file, for stores without transactions.
+class LocalFile:
+    """A small SQLite file of worker-local state, opened with WAL and full fsync."""
 
-    A receipt is written after the store's delete and before the ack is sent. A crash
-    between the two leaves no receipt, so the replay applies again, finds nothing and
-    reports ``ABSENT``: still exactly one ack for the request and store.
-    """
+    what = "State file"
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
+
+    def _create(self, db: sqlite3.Connection) -> None:
+        """Create the file's tables when they are missing."""
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        ensure_receipt_table(self._db)
+        self._create(self._db)
 
     def close(self) -> None:
         if self._db is not None:
@@ -179,8 +185,22 @@ class ReceiptBook:
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
-            raise RuntimeError(f"Receipt book {self.path} is not open; call open() first.")
+            raise RuntimeError(f"{self.what} {self.path} is not open; call open() first.")
         return self._db
+
+
+class ReceiptBook(LocalFile):
+    """Outcomes of applied requests in a small SQLite file, for stores without transactions.
+
+    A receipt is written after the store's delete and before the ack is sent. A crash
+    between the two leaves no receipt, so the replay applies again, finds nothing and
+    reports ``ABSENT``: still exactly one ack for the request and store.
+    """
+
+    what = "Receipt book"
+
+    def _create(self, db: sqlite3.Connection) -> None:
+        ensure_receipt_table(db)
 
     def lookup(self, request_ids: Iterable[str]) -> dict[str, Outcome]:
         return lookup_receipts(self.db, request_ids)

@@ -259,12 +259,12 @@ class DuckdbStore(PolicyTables, Store):
             [list(range(len(plan.request_ids))), plan.subject_ids, plan.cutoffs_ms],
         ).fetchall()
 
-    def scan_subject(self, subject_key: str) -> int:
+    def scan_subject(self, subject_key: str, data_class: str | None = None) -> int:
         subject_type, _, subject_id = subject_key.partition(":")
         # Two mappings (two data classes) may share a table, so each table is counted once.
         targets: set[tuple[str, str, str | int]] = set()
         for mapping in self.config.tables:
-            if mapping.subject_type != subject_type:
+            if mapping.subject_type != subject_type or data_class not in (None, mapping.data_class):
                 continue
             value: str | int | None = subject_id
             if mapping.subject_id_type == "integer":

@@ -34,5 +34,5 @@ class NullStore(Store):
     def count_remaining(self, requests: Sequence[DeletionRequest]) -> dict[str, int]:
         return {r.request_id: 0 for r in requests}
 
-    def scan_subject(self, subject_key: str) -> int:
+    def scan_subject(self, subject_key: str, data_class: str | None = None) -> int:
         return 0

@@ -120,10 +120,11 @@ class ObjectStore(Store):
         cutoff = cutoff_ms(request)
         return sum(1 for _, modified_ms in _objects(class_dir) if modified_ms <= cutoff)
 
-    def scan_subject(self, subject_key: str) -> int:
+    def scan_subject(self, subject_key: str, data_class: str | None = None) -> int:
         subject_dir = self.subject_dir(subject_key)
         try:
-            class_dirs = [entry for entry in _entries(subject_dir) if entry.is_dir(follow_symlinks=False)]
+            class_dirs = [entry for entry in _entries(subject_dir) if entry.is_dir(follow_symlinks=False)
+                          and (data_class is None or entry.name == data_class)]
             return sum(1 for class_dir in class_dirs for _ in _objects(Path(class_dir.path)))
         except OSError as exc:
             raise StoreUnavailableError(f"Object store {self.name} failed to scan: {exc}") from exc

@@ -323,14 +323,15 @@ class PostgresStore(Store):
 
         return self._run_read(count)
 
-    def scan_subject(self, subject_key: str) -> int:
+    def scan_subject(self, subject_key: str, data_class: str | None = None) -> int:
         """Count every row of the subject in the tables mapped to its subject type, exactly matched."""
         subject_type, _, subject_id = subject_key.partition(":")
         # Two mappings (two data classes) may share a table, so each table is counted once.
         targets: dict[tuple[str, str], tuple[TableColumns, SubjectValue]] = {}
         for table in self._tables or []:
             value = table.parse(subject_id)
-            if table.mapping.subject_type == subject_type and value is not None:
+            if (table.mapping.subject_type == subject_type and value is not None
+                    and data_class in (None, table.mapping.data_class)):
                 targets[(table.mapping.table, table.mapping.subject_column)] = (table, value)
 
         def scan(conn: psycopg.Connection) -> int:

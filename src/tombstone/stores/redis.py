@@ -337,15 +337,16 @@ class RedisStore(Store):
                     remaining += 1
         return remaining
 
-    def scan_subject(self, subject_key: str) -> int:
+    def scan_subject(self, subject_key: str, data_class: str | None = None) -> int:
         """Count the entries of the subject's indexes across the store's data classes.
 
         An entry whose key has expired still counts, because the entry itself names one of
         the subject's keys. The next apply() removes it.
         """
         with self._errors("scan a subject"), self.client.pipeline(transaction=True) as tx:
-            for data_class in self.config.data_classes:
-                tx.zcard(self.index_key(subject_key, data_class))
+            for name in self.config.data_classes:
+                if data_class is None or name == data_class:
+                    tx.zcard(self.index_key(subject_key, name))
             return sum(tx.execute())
 
     @contextmanager

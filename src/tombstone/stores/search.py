@@ -208,9 +208,13 @@ class SearchStore(Store):
         except (OSError, ValueError) as exc:
             raise StoreUnavailableError(f"Search store {self.name} failed to count: {exc}") from exc
 
-    def scan_subject(self, subject_key: str) -> int:
+    def scan_subject(self, subject_key: str, data_class: str | None = None) -> int:
+        query = Query.term_query(self._schema, "subject", subject_key)
+        if data_class is not None:
+            query = Query.boolean_query([(Occur.Must, query),
+                                         (Occur.Must, Query.term_query(self._schema, "data_class", data_class))])
         try:
-            return _count(self._searcher(), Query.term_query(self._schema, "subject", subject_key))
+            return _count(self._searcher(), query)
         except (OSError, ValueError) as exc:
             raise StoreUnavailableError(f"Search store {self.name} failed to count: {exc}") from exc
 

@@ -2,7 +2,7 @@
 
 Hiding moves a subject's rows (at or before the cut-off) into a shadow table named
 ``<table>__hidden`` with the request id and the time they were hidden. Normal reads of the
-table stop showing them at once; the bytes stay until the purge deletes them from the
+table stop showing them at once. The bytes stay until the purge deletes them from the
 shadow table, and a cancel in the grace period moves them back.
 
 Anonymizing sets the named columns of the subject's rows to NULL and keeps the rows.

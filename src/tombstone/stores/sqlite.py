@@ -117,11 +117,11 @@ class SqliteStore(PolicyTables, Store):
             raise StoreUnavailableError(f"SQLite store {self.name} failed: {exc}") from exc
         return counts
 
-    def scan_subject(self, subject_key: str) -> int:
+    def scan_subject(self, subject_key: str, data_class: str | None = None) -> int:
         subject_type, _, subject_id = subject_key.partition(":")
         total = 0
         for mapping in self.config.tables:
-            if mapping.subject_type != subject_type:
+            if mapping.subject_type != subject_type or data_class not in (None, mapping.data_class):
                 continue
             value: str | int | None = subject_id
             if mapping.subject_id_type == "integer":

@@ -177,7 +177,9 @@ class TopicStore(Store):
         self.refresh()
         return {r.request_id: len(self._live_partitions(r, r.subject_key.encode("utf-8"))) for r in requests}
 
-    def scan_subject(self, subject_key: str) -> int:
+    def scan_subject(self, subject_key: str, data_class: str | None = None) -> int:
+        if data_class is not None and data_class != self.config.data_class:
+            return 0
         self.refresh()
         states = self._view.get(subject_key.encode("utf-8"), {})
         return sum(1 for state in states.values() if not state.is_null)

@@ -36,6 +36,8 @@ def build_ack(
         subject_pseudonym=pseudonymizer.pseudonym(request.subject_key),
         pseudonym_key_id=pseudonymizer.key_id,
         reason_code=outcome.reason_code,
+        legal_basis=outcome.legal_basis,
+        retained_until=outcome.retained_until,
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, Message, TopicPartition
 
 from tombstone.errors import DecodeError
-from tombstone.models import MAX_CUTOFF_SKEW, DeletionRequest, RequestAction
+from tombstone.models import MAX_CUTOFF_SKEW, DeletionRequest
 from tombstone.serde import RequestSerde
 
 logger = logging.getLogger(__name__)
@@ -122,12 +122,6 @@ def sort_batch(
             logger.debug("%s is for data class %s, not held here; skipping", position, request.data_class)
             batch.skipped += 1
             continue
-        if request.action is RequestAction.CANCEL:
-            # NOTE: stores in this version delete at once, so a cancel has nothing to
-            # restore; hide-first stores handle it once policies support them.
-            logger.info("%s cancels request %s; nothing hidden here to restore", position, request.request_id)
-            batch.skipped += 1
-            continue
         problem = _check_request(request, message, batch)
         if problem is not None:
             reason, text = problem
@@ -150,7 +144,9 @@ def _check_request(request: DeletionRequest, message: Message, batch: Batch) -> 
     later than now) would delete data written after the promise was made.
     """
     for work in batch.work:
-        if work.request.request_id == request.request_id and work.request != request:
+        # A cancel carries the id of the request it cancels, so only the same action clashes.
+        if (work.request.request_id == request.request_id and work.request.action is request.action
+                and work.request != request):
             return ("duplicate_request_id",
                     f"Request id {request.request_id} already names a different request in this batch.")
     _, timestamp_ms = message.timestamp()

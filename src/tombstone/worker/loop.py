@@ -24,6 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer
@@ -36,10 +37,15 @@ from tombstone.metrics import HealthState, WorkerMetrics
 from tombstone.pseudonym import Pseudonymizer
 from tombstone.serde import AckSerde, DeadLetterSerde, RequestSerde
 from tombstone.settings import KafkaSettings
+from tombstone.inventory import Inventory
+from tombstone.models import DeletionRequest
 from tombstone.spec import ConsumerSpec
 from tombstone.stores.base import Outcome, Store
 from tombstone.worker.acks import build_ack, build_dead_letter, rejected_outcome
 from tombstone.worker.batch import Batch, Poison, Work, sort_batch
+from tombstone.worker.holds import HoldBook
+from tombstone.worker.policy import PolicyRunner, Result, work_key
+from tombstone.worker.schedule import Schedule, Step
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +83,7 @@ class Worker(GroupMember):
         stop: threading.Event | None = None,
         consumer_factory: Callable[[dict[str, Any]], Any] = Consumer,
         producer_factory: Callable[[dict[str, Any]], Any] = Producer,
+        inventory: Inventory | None = None,
     ) -> None:
         self.spec = spec
         self.store = store
@@ -92,6 +99,12 @@ class Worker(GroupMember):
         self._dead_letters = DeadLetterSerde()
         self._data_classes = frozenset(spec.data_classes)
         self._producer: DurableProducer | None = None
+        policies = {dc: entry for dc in spec.data_classes
+                    if inventory is not None and (entry := inventory.policy(dc, spec.name)) is not None}
+        self.holds = HoldBook(kafka)
+        self.policy = PolicyRunner(store, policies, Schedule(Path(spec.state_dir) / f"{spec.name}.schedule.sqlite"),
+                                   self.holds)
+        self._due_checked = 0.0
 
     # Lifecycle
 
@@ -104,6 +117,8 @@ class Worker(GroupMember):
         )
         try:
             self._retry("open store", self.store.open)
+            self.policy.check()
+            self.policy.schedule.open()
             self._producer = DurableProducer(
                 producer_config(self.kafka, self.worker_id), factory=self._producer_factory
             )
@@ -118,6 +133,7 @@ class Worker(GroupMember):
                 messages = self.consumer.consume(self.spec.batch_size, self.spec.poll_timeout_s)
                 if messages:
                     self.process(messages)
+                self._run_due()
                 self._refresh_lag()
         except ShutdownRequested:
             logger.info("Worker %s stopping during a retry wait; nothing committed for the pending batch",
@@ -135,6 +151,8 @@ class Worker(GroupMember):
             if left:
                 logger.warning("%d records were still undelivered at shutdown", left)
         self.store.close()
+        self.policy.schedule.close()
+        self.holds.close()
         logger.info("Worker %s stopped", self.worker_id)
 
     # The batch
@@ -153,12 +171,14 @@ class Worker(GroupMember):
         outcomes: dict[str, Outcome] = {}
         remaining: dict[str, int] = {}
         if batch.work:
+            self.holds.refresh()
             outcomes, remaining = self._retry("apply", lambda: self._apply_and_verify(batch))
             crash_point("after_apply")
 
         # Step 4. Publish acks and wait until the broker confirmed each one.
         if outcomes:
-            self._retry("ack", lambda: self._send_acks(batch.work, outcomes, remaining))
+            requests = [w.request for w in batch.work]
+            self._retry("ack", lambda: self._send_acks(requests, outcomes, remaining))
             crash_point("after_ack")
 
         # Step 5. Commit the offsets after the batch, synchronously.
@@ -176,30 +196,62 @@ class Worker(GroupMember):
                     len(batch.poison), batch.skipped)
 
     def _apply_and_verify(self, batch: Batch) -> tuple[dict[str, Outcome], dict[str, int]]:
+        """Apply the batch's requests by policy; a request the store rejects is dead-lettered."""
         started = time.monotonic()
         rejected: dict[str, Outcome] = {}
         while True:
-            pending = [w.request for w in batch.work if w.request.request_id not in rejected]
+            pending = [w.request for w in batch.work if work_key(w.request) not in rejected]
             try:
-                outcomes = self.store.apply(pending) if pending else {}
+                result = self._apply_requests(pending)
                 break
             except PermanentRecordError as exc:
                 work = self._find_work(batch, exc.request_id)
                 logger.warning("%s rejected by store %s (%s): %s", work.position, self.spec.name, exc.reason, exc)
                 poison = [Poison(work.position, exc.reason, str(exc), work.message)]
                 self._retry("dead-letter", lambda: self._send_dead_letters(poison))
-                rejected[work.request.request_id] = rejected_outcome(exc.reason)
-        counts = self.store.count_remaining(pending) if pending else {}
+                rejected[work_key(work.request)] = rejected_outcome(exc.reason)
+        self.metrics.apply_seconds.labels(self.spec.name).observe(time.monotonic() - started)
+        self.metrics.store_up.labels(self.spec.name).set(1)
+        result.remaining.update({key: 0 for key in rejected})
+        return {**result.outcomes, **rejected}, result.remaining
+
+    def _apply_requests(self, requests: list[DeletionRequest]) -> Result:
+        plain = [r for r in requests if self.policy.needs_worker_delete(r)]
+        result = self._delete(plain)
+        others = [r for r in requests if not self.policy.needs_worker_delete(r)]
+        if others:
+            result.merge(self.policy.apply(others))
+        return result
+
+    def _delete(self, requests: list[DeletionRequest]) -> Result:
+        """Delete at or before each cut-off and verify that nothing is left."""
+        if not requests:
+            return Result()
+        outcomes = self.store.apply(requests)
+        counts = self.store.count_remaining(requests)
         still_there = {rid: n for rid, n in counts.items() if n}
         if still_there:
             raise VerificationError(
                 f"Store {self.spec.name} still contains data of {len(still_there)} requests after "
                 f"the delete (first: request {next(iter(still_there))}); no ack is sent."
             )
-        self.metrics.apply_seconds.labels(self.spec.name).observe(time.monotonic() - started)
-        self.metrics.store_up.labels(self.spec.name).set(1)
-        counts.update({rid: 0 for rid in rejected})
-        return {**outcomes, **rejected}, counts
+        return Result(outcomes, counts)
+
+    def _run_due(self, interval_s: float = 1.0) -> None:
+        """Carry out purges, ended retentions and released holds whose time has come."""
+        now = time.monotonic()
+        if now - self._due_checked < interval_s:
+            return
+        self._due_checked = now
+        self.holds.refresh()
+        ready: dict[Step, list[DeletionRequest]] = {}
+        for step, request in self.policy.due():
+            ready.setdefault(step, []).append(request)
+        for step, requests in ready.items():
+            result = self._retry(f"{step.value}", lambda: self.policy.run_due(step, requests, self._delete))
+            self._retry("ack", lambda: self._send_acks(requests, result.outcomes, result.remaining))
+            self.policy.finish(step, requests)
+            logger.info("Carried out %d due %s steps", len(requests), step.value)
 
     def _find_work(self, batch: Batch, request_id: str | None) -> Work:
         for work in batch.work:
@@ -227,22 +279,24 @@ class Worker(GroupMember):
             logger.warning("%s dead-lettered to %s with reason %s", item.position,
                            self.kafka.dead_letter_topic, item.reason)
 
-    def _send_acks(self, work: list[Work], outcomes: dict[str, Outcome], remaining: dict[str, int]) -> None:
-        for item in work:
-            outcome = outcomes.get(item.request.request_id)
+    def _send_acks(self, requests: list[DeletionRequest], outcomes: dict[str, Outcome],
+                   remaining: dict[str, int]) -> None:
+        sent = []
+        for request in requests:
+            key = work_key(request)
+            outcome = outcomes.get(key)
             if outcome is None:
                 continue
-            ack = build_ack(item.request, outcome, remaining.get(item.request.request_id, 0),
-                            self.spec.name, self.worker_id, self.pseudonymizer)
+            ack = build_ack(request, outcome, remaining.get(key, 0), self.spec.name, self.worker_id,
+                            self.pseudonymizer)
             self.producer.send(self.kafka.proofs_topic, ack.proof_key, self._acks.serialize(ack))
+            sent.append((request, outcome))
         self.producer.confirm(self.spec.ack_timeout_s)
-        for item in work:
-            outcome = outcomes.get(item.request.request_id)
-            if outcome is not None:
-                self.metrics.deletes.labels(self.spec.name, outcome.status.value).inc()
-                self.metrics.items.labels(self.spec.name).inc(0 if outcome.replayed else outcome.items_affected)
-                logger.debug("%s request %s: %s (%d items)%s", item.position, item.request.request_id,
-                             outcome.status.value, outcome.items_affected, " replayed" if outcome.replayed else "")
+        for request, outcome in sent:
+            self.metrics.deletes.labels(self.spec.name, outcome.status.value).inc()
+            self.metrics.items.labels(self.spec.name).inc(0 if outcome.replayed else outcome.items_affected)
+            logger.debug("Request %s: %s (%d items)%s", request.request_id, outcome.status.value,
+                         outcome.items_affected, " replayed" if outcome.replayed else "")
 
     def _on_retry_error(self, error: BaseException) -> None:
         if isinstance(error, StoreUnavailableError):

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from tombstone.errors import ConfigError
-from tombstone.inventory import default_inventory_path, load_inventory
+from tombstone.inventory import Inventory, default_inventory_path, load_inventory
 from tombstone.metrics import HealthState, MetricsServer, WorkerMetrics
 from tombstone.pseudonym import Pseudonymizer
 from tombstone.settings import KafkaSettings
@@ -18,15 +18,16 @@ from tombstone.worker.loop import Worker
 logger = logging.getLogger(__name__)
 
 
-def check_against_inventory(spec: ConsumerSpec, inventory_path: Path) -> None:
+def check_against_inventory(spec: ConsumerSpec, inventory_path: Path) -> Inventory | None:
     """Fail when the inventory expects this store to prove a data class the spec does not hold.
 
-    The worker skips such requests, so the ledger would wait for its proof forever.
+    The worker skips such requests, so the ledger would wait for its proof forever. Returns
+    the inventory, whose policies the worker follows, or None when there is none.
     """
     if not inventory_path.exists():
-        logger.warning("No inventory at %s; cannot check the data classes of store %s",
-                       inventory_path, spec.name)
-        return
+        logger.warning("No inventory at %s; cannot check the data classes of store %s, and every "
+                       "data class is deleted at once", inventory_path, spec.name)
+        return None
     inventory = load_inventory(inventory_path)
     expected = {name for name, data_class in inventory.data_classes.items()
                 if spec.name in {entry.store for entry in data_class.stores}}
@@ -39,12 +40,13 @@ def check_against_inventory(spec: ConsumerSpec, inventory_path: Path) -> None:
     for name in sorted(set(spec.data_classes) - expected):
         logger.warning("Store %s contains data class %s, which the inventory does not list for it; "
                        "its proofs will not count toward completion", spec.name, name)
+    return inventory
 
 
 def run_worker(spec_path: str, metrics_port: int | None, stop: threading.Event) -> int:
     """Load the spec, serve metrics and run the worker until ``stop`` is set."""
     spec = load_spec(spec_path)
-    check_against_inventory(spec, default_inventory_path())
+    inventory = check_against_inventory(spec, default_inventory_path())
     kafka = KafkaSettings()
     kafka.resolved_bootstrap()
     pseudonymizer = Pseudonymizer.from_settings()
@@ -61,7 +63,8 @@ def run_worker(spec_path: str, metrics_port: int | None, stop: threading.Event) 
         ) from None
     server.start()
     try:
-        Worker(spec, kafka, store, pseudonymizer, metrics=metrics, health=health, stop=stop).run()
+        Worker(spec, kafka, store, pseudonymizer, metrics=metrics, health=health, stop=stop,
+               inventory=inventory).run()
     finally:
         server.stop()
     return 0
