@@ -1,4 +1,4 @@
-"""Subcommands for the deletion policy: ``tombstone cancel`` and ``tombstone hold``."""
+"""Subcommands for the deletion policy and recovery: cancel, hold, reconcile, drill."""
 
 from __future__ import annotations
 
@@ -62,6 +62,35 @@ def _hold(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reconcile(args: argparse.Namespace) -> int:
+    from tombstone.inventory import default_inventory_path, load_inventory
+    from tombstone.pseudonym import Pseudonymizer
+    from tombstone.settings import KafkaSettings
+    from tombstone.spec import load_spec
+    from tombstone.stores import build_store
+    from tombstone.worker.reconcile import Reconciler
+
+    spec = load_spec(args.spec)
+    kafka = KafkaSettings()
+    inventory = load_inventory(args.inventory or default_inventory_path())
+    reconciler = Reconciler(spec, kafka, build_store(spec, kafka), Pseudonymizer.from_settings(), inventory=inventory)
+    counts = reconciler.reconcile(batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps({"store": spec.name, **counts.to_dict()}, sort_keys=True))
+    else:
+        print(f"Reconciled store {spec.name}: {counts.read} records read, {counts.applied} requests applied again, "
+              f"{counts.items} items removed or rewritten ({counts.replayed} more steps ran again under an "
+              f"existing receipt), {counts.cancelled} cancelled and "
+              f"{counts.skipped} other records skipped, {counts.rejected} rejected.")
+    return 1 if counts.rejected else 0
+
+
+def _drill(args: argparse.Namespace) -> int:
+    from tombstone.drill import run_drill
+
+    return run_drill(args.store, customers=args.customers, json_output=args.json, keep=args.keep)
+
+
 def add_policy_parsers(sub: argparse._SubParsersAction) -> None:
     cancel = sub.add_parser("cancel", help="cancel a request within its grace period; hidden data is restored")
     cancel.add_argument("request_id", help="id printed by `tombstone request`")
@@ -82,3 +111,19 @@ def add_policy_parsers(sub: argparse._SubParsersAction) -> None:
     listing = actions.add_parser("list", help="list active holds")
     listing.add_argument("--json", action="store_true", help="print JSON")
     hold.set_defaults(handler=_hold)
+
+    reconcile = sub.add_parser("reconcile", help="replay every deletion onto a store restored from a backup")
+    reconcile.add_argument("spec", help="consumer spec of the store, such as consumers/search.toml")
+    reconcile.add_argument("--batch-size", type=int, default=500, help="requests applied per store call")
+    reconcile.add_argument("--inventory", help="inventory file (default: TOMBSTONE_INVENTORY or deploy/inventory.toml)")
+    reconcile.add_argument("--json", action="store_true", help="print the counts as JSON")
+    reconcile.set_defaults(handler=_reconcile)
+
+    drill = sub.add_parser("drill", help="rehearse recovery on the demo data")
+    drill_sub = drill.add_subparsers(dest="drill_command", required=True)
+    restore = drill_sub.add_parser("restore", help="snapshot a store, delete, restore the snapshot, reconcile, scan")
+    restore.add_argument("--store", required=True, help="store name: operational-db, warehouse, search, exports, crm-db")
+    restore.add_argument("--customers", type=int, default=5, help="customers to delete (1 to 59)")
+    restore.add_argument("--json", action="store_true", help="print the summary as JSON")
+    restore.add_argument("--keep", action="store_true", help="keep the drill's data directory")
+    restore.set_defaults(handler=_drill)

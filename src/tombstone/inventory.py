@@ -115,6 +115,18 @@ class Inventory(BaseModel):
                 return item
         return None
 
+    def only_store(self, store: str) -> Inventory:
+        """Copy with the data classes that ``store`` holds, each listing that store alone.
+
+        Raises:
+            ConfigError: the inventory lists the store for no data class.
+        """
+        classes = {name: dc.model_copy(update={"stores": [e for e in dc.stores if e.store == store]})
+                   for name, dc in self.data_classes.items() if any(e.store == store for e in dc.stores)}
+        if not classes:
+            raise ConfigError(f"The inventory lists store {store} for no data class.")
+        return self.model_copy(update={"data_classes": classes})
+
     def restricted_to(self, stores: set[str]) -> Inventory:
         """Copy with only the named stores, for a deployment that runs a subset of them.
 

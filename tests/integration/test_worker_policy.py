@@ -181,3 +181,26 @@ def test_retention_that_has_ended_deletes_after_acking_retained(tmp_path: Path, 
         assert rows(tmp_path, "customer", "customer_id = 5") == 0
     finally:
         worker.join()
+
+
+def test_reconcile_deletes_restored_rows_and_marks_its_acks(tmp_path: Path, proof_reader: ProofReader) -> None:
+    from tombstone.pseudonym import Pseudonymizer
+    from tombstone.stores import build_store
+    from tombstone.worker.reconcile import Reconciler
+
+    policy = inventory(action="delete")
+    worker = start(tmp_path, policy)
+    request_id = submit("customer:4")
+    wait_for(lambda: statuses(proof_reader, request_id) == [AckStatus.DELETED], 60, "DELETED")
+    worker.join()
+    seed_customers(tmp_path / "operational.sqlite", range(4, 5))  # the backup brings the row back
+    spec = load_spec(tmp_path / "operational-db.toml")
+    kafka = KafkaSettings()
+    counts = Reconciler(spec, kafka, build_store(spec, kafka), Pseudonymizer.from_settings(),
+                        inventory=policy).reconcile(progress=None)
+    # The receipt survived this partial restore, so the step reports a replay, but it ran.
+    assert (counts.applied, counts.replayed) == (1, 1)
+    assert rows(tmp_path, "customer", "customer_id = 4") == 0
+    proof_reader.refresh()
+    last = [a for a in proof_reader.acks if a.request_id == request_id][-1]
+    assert (last.status, last.reconcile, last.remaining) == (AckStatus.DELETED, True, 0)

@@ -22,6 +22,7 @@ def build_ack(
     store: str,
     worker: str,
     pseudonymizer: Pseudonymizer,
+    reconcile: bool = False,
 ) -> DeletionAck:
     """Proof of one request in one store; carries a pseudonym, never the subject id."""
     return DeletionAck(
@@ -38,6 +39,7 @@ def build_ack(
         reason_code=outcome.reason_code,
         legal_basis=outcome.legal_basis,
         retained_until=outcome.retained_until,
+        reconcile=reconcile,
     )
 
 

@@ -105,6 +105,8 @@ class Worker(GroupMember):
         self.policy = PolicyRunner(store, policies, Schedule(Path(spec.state_dir) / f"{spec.name}.schedule.sqlite"),
                                    self.holds)
         self._due_checked = 0.0
+        # Set by the reconciler: acks then carry the reconcile marker.
+        self.reconciling = False
 
     # Lifecycle
 
@@ -288,7 +290,7 @@ class Worker(GroupMember):
             if outcome is None:
                 continue
             ack = build_ack(request, outcome, remaining.get(key, 0), self.spec.name, self.worker_id,
-                            self.pseudonymizer)
+                            self.pseudonymizer, reconcile=self.reconciling)
             self.producer.send(self.kafka.proofs_topic, ack.proof_key, self._acks.serialize(ack))
             sent.append((request, outcome))
         self.producer.confirm(self.spec.ack_timeout_s)

@@ -119,7 +119,8 @@ class PolicyRunner:
         result = Result()
         for request in requests:
             entry = self.policies[request.data_class]
-            due_ms = int(self.clock() * 1000) + 1000 * (entry.purge_after_s or 0)
+            # The delay counts from the request, so a replay after a restore purges on time.
+            due_ms = _time_to_ms(request.requested_at) + 1000 * (entry.purge_after_s or 0)
             self.schedule.add(Step.PURGE, request, due_ms)
             outcome = outcomes[request.request_id]
             result.outcomes[request.request_id] = _with(outcome, retained_until=_ms_to_time(due_ms))
