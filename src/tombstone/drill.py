@@ -8,8 +8,8 @@ Steps, on a broker of its own (or the one in KAFKA_BOOTSTRAP_SERVERS) with fresh
 3. Restore the snapshot: the deleted customers are back. Scan them.
 4. Reconcile the store from the requests topic, then scan again.
 
-The JSON summary names the store and both counts; the drill passes when the first is above
-zero (the backup really held the data) and the second is zero.
+The JSON summary names the store and both counts. The drill passes when the first is above
+zero, so the backup really held the data, and the second is zero.
 """
 
 from __future__ import annotations

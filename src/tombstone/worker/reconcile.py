@@ -41,7 +41,7 @@ class ReconcileCounts:
     skipped: int = 0  # other data classes, tombstones, undecodable records
     cancelled: int = 0
     rejected: int = 0
-    replayed: int = 0  # outcomes a receipt answered; the store ran the step again all the same
+    replayed: int = 0  # outcomes taken from an existing receipt; the store ran the step again all the same
     statuses: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,16 +63,16 @@ class Reconciler(Worker):
         self.policy.schedule.open()
         self.holds.refresh()
         self._producer = DurableProducer(producer_config(self.kafka, self.worker_id), factory=Producer)
-        shown = time.monotonic()
+        last_report = time.monotonic()
         try:
             for start in range(0, total, batch_size):
                 self._reconcile_batch(requests[start:start + batch_size], counts)
-                if progress is not None and (time.monotonic() - shown >= progress_every_s
+                if progress is not None and (time.monotonic() - last_report >= progress_every_s
                                              or start + batch_size >= total):
                     done = min(start + batch_size, total)
                     print(f"reconcile {self.spec.name}: {done}/{total} requests ({100 * done // max(total, 1)}%), "
                           f"{counts.items} items removed or rewritten", file=progress, flush=True)
-                    shown = time.monotonic()
+                    last_report = time.monotonic()
         finally:
             self.producer.close(5.0)
             self.policy.schedule.close()
@@ -81,7 +81,7 @@ class Reconciler(Worker):
         return counts
 
     def _read_requests(self, counts: ReconcileCounts) -> list[DeletionRequest]:
-        """Every DELETE request of this store's data classes, in topic order, minus cancelled ones."""
+        """Collect the DELETE requests of this store's data classes in topic order, minus cancelled ones."""
         found: dict[str, DeletionRequest] = {}
         cancelled: set[str] = set()
         for request in self._records(counts):
