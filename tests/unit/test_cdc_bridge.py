@@ -171,8 +171,9 @@ def test_delete_without_identity_goes_to_the_dead_letter_topic_not_a_none_key() 
     bridge, consumer, producer = make_bridge()
     bridge.process([Message(7, None, ev.envelope("d", None, None)), Message(8, None, None)])
     assert requests_of(producer) == []
+    # The delete is dead-lettered; its keyless tombstone names nothing and is skipped.
     reasons = [d.reason for d in dead_letters_of(producer)]
-    assert reasons == ["cdc_missing_identity", "cdc_missing_identity"]
+    assert reasons == ["cdc_missing_identity"]
     assert all(b"None" not in key for _, key, _ in producer.sent if key is not None)
     assert consumer.commits == [[(ev.TOPIC, 0, 9)]]
 
@@ -218,3 +219,22 @@ def test_dead_letter_log_does_not_carry_the_subject_id(caplog: pytest.LogCapture
     bridge, _, _ = make_bridge()
     bridge.process([Message(1, ev.key("secret\x07id"), ev.delete("secret\x07id"))])
     assert "secret" not in caplog.text
+
+
+def test_a_record_that_breaks_the_bridge_is_dead_lettered_and_the_batch_goes_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import tombstone.cdc.bridge as bridge_module
+
+    real = bridge_module.build_request
+
+    def explode_on_17(settings: Any, table: Any, event: Any, source: Any) -> Any:
+        if event.key == {"customer_id": 17}:
+            raise OverflowError("unforeseen")
+        return real(settings, table, event, source)
+
+    monkeypatch.setattr(bridge_module, "build_request", explode_on_17)
+    bridge, consumer, producer = make_bridge()
+    bridge.process([Message(1, ev.key(17), ev.delete(17)), Message(2, ev.key(18), ev.delete(18))])
+    assert [d.reason for d in dead_letters_of(producer)] == ["cdc_unprocessable"]
+    assert [r.subject_key for r in requests_of(producer)] == ["customer:18"]
+    assert consumer.commits == [[(ev.TOPIC, 0, 3)]]

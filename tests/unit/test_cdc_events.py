@@ -123,24 +123,63 @@ def test_delete_without_key_or_before_image_is_rejected_with_the_fix() -> None:
     assert "REPLICA IDENTITY FULL" in decision.message and "primary key" in decision.message
 
 
-def test_blank_non_key_column_of_a_default_identity_delete_is_missing_identity() -> None:
-    table = TABLE.model_copy(update={"key_columns": ["email"]})
+def test_blank_non_key_column_of_a_full_identity_delete_is_missing_identity() -> None:
+    table = TABLE.model_copy(update={"key_columns": ["email"], "identity": "full"})
     event = parse_event(ev.key(17), ev.envelope("d", {"customer_id": 17, "email": ""}, None))
     decision = build_request(SETTINGS, table, event, SOURCE)
     assert isinstance(decision, Reject) and decision.reason == "cdc_missing_identity"
 
 
-def test_key_column_found_in_before_image_when_key_lacks_it() -> None:
-    table = TABLE.model_copy(update={"key_columns": ["email"]})
+def test_key_column_found_in_before_image_under_full_identity() -> None:
+    table = TABLE.model_copy(update={"key_columns": ["email"], "identity": "full"})
     decision = build_request(SETTINGS, table, parse_event(ev.key(17), ev.delete(17)), SOURCE)
     assert isinstance(decision, Emit)
     assert decision.request.subject_id == "luisg@embraer.com.br"
 
 
 def test_composite_key_joins_columns() -> None:
-    table = TABLE.model_copy(update={"key_columns": ["customer_id", "email"]})
+    table = TABLE.model_copy(update={"key_columns": ["customer_id", "email"], "identity": "full"})
     decision = build_request(SETTINGS, table, parse_event(ev.key(17), ev.delete(17)), SOURCE)
     assert decision.request.subject_id == "17:luisg@embraer.com.br"
+
+
+def test_composite_key_parts_with_colons_do_not_collide() -> None:
+    table = TABLE.model_copy(update={"key_columns": ["tenant", "id"]})
+    first = parse_event(json.dumps({"tenant": "a:b", "id": "c"}).encode(), ev.envelope("d", None, None))
+    second = parse_event(json.dumps({"tenant": "a", "id": "b:c"}).encode(), ev.envelope("d", None, None))
+    ids = {build_request(SETTINGS, table, event, SOURCE).request.subject_id for event in (first, second)}
+    assert len(ids) == 2
+
+
+def test_default_identity_never_takes_key_columns_from_the_before_image() -> None:
+    # REPLICA IDENTITY DEFAULT: Debezium fills non-key columns of the before image with
+    # defaults, so acct_no arrives as 0 for every deleted row.
+    table = TABLE.model_copy(update={"key_columns": ["acct_no"]})
+    event = parse_event(ev.key(1), ev.envelope("d", {"customer_id": 1, "acct_no": 0, "email": ""}, None))
+    decision = build_request(SETTINGS, table, event, SOURCE)
+    assert isinstance(decision, Reject) and decision.reason == "cdc_missing_identity"
+
+
+@pytest.mark.parametrize(("field", "value"), [("ts_ms", "\u00b2"), ("ts_ms", 10**20), ("lsn", 2**64),
+                                             ("lsn", "\u00b9"), ("ts_ms", -5)])
+def test_out_of_range_source_positions_are_ignored_not_fatal(field: str, value: object) -> None:
+    document = json.loads(ev.delete(17))
+    document["source"][field] = value
+    event = parse_event(ev.key(17), json.dumps(document).encode())
+    assert getattr(event, "source_ts_ms" if field == "ts_ms" else "lsn") is None
+    decision = build_request(SETTINGS, TABLE, event, SOURCE)
+    assert isinstance(decision, Emit)  # the record timestamp or the position stands in
+
+
+def test_huge_integers_are_undecodable_not_a_crash() -> None:
+    with pytest.raises(DecodeError) as caught:
+        parse_event(ev.key(1), b'{"before": {"customer_id": ' + b"9" * 5000 + b"}}")
+    assert caught.value.reason == "cdc_undecodable"
+
+
+def test_flattened_row_with_op_and_source_columns_is_not_an_envelope() -> None:
+    value = json.dumps({**ev.row(7), "op": "closed", "source": "web", "__deleted": "true"}).encode()
+    assert parse_event(ev.key(7), value).kind is EventKind.DELETE
 
 
 @pytest.mark.parametrize("value", [1.5, True, {"nested": 1}, [1]])

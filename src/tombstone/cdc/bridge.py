@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 # Reasons whose text names no row value, so it may go to the log as well as the dead letter.
 _LOGGABLE = frozenset({"cdc_missing_identity", "cdc_no_source_time", "cdc_undecodable",
-                       "cdc_unexpected_shape", "cdc_unsupported_key"})
+                       "cdc_unexpected_shape", "cdc_unsupported_key", "cdc_unprocessable"})
 
 
 def bridge_consumer_config(config: BridgeConfig, kafka: KafkaSettings, client_id: str) -> dict[str, Any]:
@@ -161,13 +161,17 @@ class CdcBridge(GroupMember):
                         timestamp_ms if timestamp_ms and timestamp_ms > 0 else None)
         try:
             event = parse_event(message.key(), message.value(), message.headers())
+            self.metrics.events.labels(self.label, position.topic, event.kind.value).inc()
+            decision = self._classify(event.kind, message, position)
+            if decision is None:
+                decision = build_request(self.config.bridge, table, event, source)
         except DecodeError as exc:
-            self._reject(batch, position, message, Reject(exc.reason, str(exc)))
-            return
-        self.metrics.events.labels(self.label, position.topic, event.kind.value).inc()
-        decision = self._classify(event.kind, message, position)
-        if decision is None:
-            decision = build_request(self.config.bridge, table, event, source)
+            decision = Reject(exc.reason, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one odd record must not stop the bridge
+            # A record that breaks the bridge in a way no check foresaw would crash it on
+            # every restart; the dead letter keeps it, and the bridge goes on.
+            logger.exception("%s could not be handled", position)
+            decision = Reject("cdc_unprocessable", f"The bridge failed on this record with {type(exc).__name__}.")
         if isinstance(decision, Skip):
             skipped[decision.reason] += 1
         elif isinstance(decision, Reject):
@@ -193,10 +197,9 @@ class CdcBridge(GroupMember):
             if key is not None:
                 self._memory.remember(topic, partition, key, position.offset)
             return None
-        # A tombstone.
+        # A tombstone. Without a key it names no row; its delete event (if any) was handled.
         if key is None:
-            return Reject("cdc_missing_identity", "A tombstone without a key names no row. "
-                          "Give the table a primary key so that its events carry one.")
+            return Skip("keyless_tombstone")
         if self._memory.take(topic, partition, key) is not None:
             return Skip("tombstone_after_delete")
         if self._seen_delete_before(position, key):

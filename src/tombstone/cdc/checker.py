@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tombstone.cdc.config import BridgeConfig, TableMapping
+from tombstone.cdc.config import BridgeConfig
 from tombstone.connect.config import load_connector_config as read_connector_file
 
 EXTRACT_NEW_RECORD_STATE = "io.debezium.transforms.ExtractNewRecordState"
@@ -50,17 +50,35 @@ def check_connector(config: dict[str, Any], compacted_topics: set[str] | None = 
         findings.append(Finding("error", "skipped_deletes",
                                 "skipped.operations contains 'd', so the connector emits no delete events. "
                                 "Remove 'd' from skipped.operations."))
+    compact = compacted_topics is None or bool(compacted_topics)
+    where = (", ".join(sorted(compacted_topics)) if compacted_topics
+             else "the change-event topics (not checked on a broker)" if compacted_topics is None else "")
     tombstones = config.get("tombstones.on.delete", "true").lower() != "false"
-    if not tombstones and (compacted_topics is None or compacted_topics):
-        where = ", ".join(sorted(compacted_topics)) if compacted_topics else "the change-event topics"
+    if not tombstones and compact:
         findings.append(Finding("warning", "no_tombstones",
-                                f"tombstones.on.delete=false while {where} use cleanup.policy=compact: "
-                                "compaction then keeps each deleted row's last event forever, and a "
-                                "consumer that reads after the delete event is compacted away never "
-                                "learns of the delete. Set tombstones.on.delete=true."))
+                                f"tombstones.on.delete=false ahead of compacted {where}: compaction keeps each "
+                                "deleted row's delete event, with its before image, forever, and consumers "
+                                "that act on tombstones never see the delete. Set tombstones.on.delete=true."))
+    if compact and config.get("cleanup.policy", config.get("topic.creation.default.cleanup.policy")) == "compact" \
+            and "topic.creation.default.delete.retention.ms" not in config:
+        findings.append(Finding("warning", "short_tombstone_retention",
+                                "The connector creates compacted topics with the broker's delete.retention.ms "
+                                "(1 day by default): a bridge that is down longer finds neither the delete "
+                                "event nor its tombstone. Set topic.creation.default.delete.retention.ms and "
+                                "min.compaction.lag.ms to the longest bridge outage you tolerate."))
+    if config.get("decimal.handling.mode", "precise") == "precise":
+        findings.append(Finding("warning", "decimal_keys_encoded",
+                                "decimal.handling.mode=precise sends NUMERIC and DECIMAL columns as base64 bytes, "
+                                "so such a key column would give a subject id like 'AQ=='. Set "
+                                "decimal.handling.mode=string (cdc-check --dsn finds numeric key columns)."))
     for name, settings in _transforms(config):
         if settings.get("type") == EXTRACT_NEW_RECORD_STATE:
             findings.extend(_check_unwrap(name, settings))
+        else:
+            findings.append(Finding("warning", "unknown_transform",
+                                    f"Transform {name} ({settings.get('type')}) may rename, filter or rewrite "
+                                    "change events before the bridge; check that deletes still reach the "
+                                    "bridge's topics with their key columns."))
     return findings
 
 
@@ -80,6 +98,10 @@ def _check_unwrap(name: str, settings: dict[str, str]) -> list[Finding]:
                                 "not the source commit. Set delete.tombstone.handling.mode=rewrite and "
                                 "add.fields=op,source.ts_ms,lsn."))
     fields = {f.strip() for f in settings.get("add.fields", "").split(",") if f.strip()}
+    if mode and mode.startswith("rewrite") and "lsn" not in fields and "source.lsn" not in fields:
+        findings.append(Finding("warning", "unwrap_no_lsn",
+                                f"Transform {name} does not add lsn, so a change that Debezium sends again "
+                                "is told apart by its commit time only. Add lsn to add.fields."))
     if mode and mode.startswith("rewrite") and not {"source.ts_ms", "ts_ms"} & fields:
         findings.append(Finding("warning", "unwrap_no_source_time",
                                 f"Transform {name} does not add source.ts_ms, so the cut-off falls back to "
@@ -87,69 +109,37 @@ def _check_unwrap(name: str, settings: dict[str, str]) -> list[Finding]:
     return findings
 
 
+def _matches(patterns: list[str], name: str) -> bool:
+    # Debezium matches these lists as whole, case-insensitive regular expressions.
+    return any(re.fullmatch(pattern, name, re.IGNORECASE) for pattern in patterns)
+
+
+def _patterns(config: dict[str, Any], key: str) -> list[str]:
+    return [p.strip() for p in config.get(key, "").split(",") if p.strip()]
+
+
 def check_coverage(config: dict[str, Any], bridge: BridgeConfig) -> list[Finding]:
-    """Bridge tables that the connector does not capture, by its include and exclude lists."""
-    include = [p.strip() for p in config.get("table.include.list", "").split(",") if p.strip()]
-    exclude = [p.strip() for p in config.get("table.exclude.list", "").split(",") if p.strip()]
+    """Bridge tables that the connector does not capture, or whose events go to another topic."""
     findings = []
-    for table in bridge.tables:
-        name = table.source_table
-        captured = (not include or any(re.fullmatch(p, name) for p in include)) and not any(
-            re.fullmatch(p, name) for p in exclude)
-        if not captured:
-            findings.append(Finding("error", "table_not_captured",
-                                    f"The bridge maps {table.topic}, but the connector does not capture "
-                                    f"{name}. Add it to table.include.list."))
-    return findings
-
-
-_IDENTITY_SQL = """
-SELECT c.relreplident,
-       coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum)
-                 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-                 WHERE i.indrelid = c.oid AND i.indisprimary), '{}') AS primary_key,
-       coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum)
-                 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-                 WHERE i.indrelid = c.oid AND i.indisreplident), '{}') AS identity_index
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = %s AND c.relname = %s
-"""
-
-
-def check_tables(connection: Any, bridge: BridgeConfig) -> list[Finding]:
-    """Replica identity findings: delete events must carry every key column of the mapping."""
-    findings = []
-    with connection.cursor() as cursor:
+    try:
+        include, exclude = _patterns(config, "table.include.list"), _patterns(config, "table.exclude.list")
+        schemas_in, schemas_out = _patterns(config, "schema.include.list"), _patterns(config, "schema.exclude.list")
         for table in bridge.tables:
-            schema, _, relname = table.source_table.rpartition(".")
-            cursor.execute(_IDENTITY_SQL, (schema or "public", relname))
-            row = cursor.fetchone()
-            if row is None:
-                findings.append(Finding("error", "table_missing",
-                                        f"Table {table.source_table} of {table.topic} does not exist in the "
-                                        "source database. Fix the table name in the bridge config."))
-                continue
-            findings.extend(_identity_findings(table, *row))
+            name = table.source_table
+            schema = name.rpartition(".")[0] or "public"
+            captured = ((not include or _matches(include, name)) and not _matches(exclude, name)
+                        and (not schemas_in or _matches(schemas_in, schema)) and not _matches(schemas_out, schema))
+            if not captured:
+                findings.append(Finding("error", "table_not_captured",
+                                        f"The bridge maps {table.topic}, but the connector does not capture {name}. "
+                                        "Add it to table.include.list (and schema.include.list)."))
+            prefix = config.get("topic.prefix")
+            renamed = any(s.get("type") != EXTRACT_NEW_RECORD_STATE for _, s in _transforms(config))
+            if prefix and not renamed and table.topic != f"{prefix}.{name}":
+                findings.append(Finding("error", "topic_mismatch",
+                                        f"The connector writes {name} to {prefix}.{name}, but the bridge reads "
+                                        f"{table.topic}. Fix topic.prefix or the bridge's topic."))
+    except re.error as exc:
+        findings.append(Finding("error", "invalid_pattern",
+                                f"A table or schema list of the connector is not a valid regular expression ({exc})."))
     return findings
-
-
-def _identity_findings(table: TableMapping, replident: str, primary_key: list[str],
-                       identity_index: list[str]) -> list[Finding]:
-    name = table.source_table
-    if replident == "f":
-        return []
-    carried = {"d": primary_key, "i": identity_index}.get(replident, [])
-    missing = [column for column in table.key_columns if column not in carried]
-    if replident == "n" or (replident == "d" and not primary_key):
-        return [Finding("error", "no_replica_identity",
-                        f"Table {name} has no primary key and replica identity "
-                        f"{'NOTHING' if replident == 'n' else 'DEFAULT'}: PostgreSQL refuses its deletes "
-                        "under a publication, or they reach Debezium without any key. Add a primary key "
-                        f"or run ALTER TABLE {name} REPLICA IDENTITY FULL.")]
-    if missing:
-        return [Finding("error", "key_not_in_identity",
-                        f"Key columns {', '.join(missing)} of {name} are not in its replica identity "
-                        f"({', '.join(carried)}), so delete events do not carry them and each delete "
-                        f"would be dead-lettered. Run ALTER TABLE {name} REPLICA IDENTITY FULL or "
-                        "map the primary key columns.")]
-    return []

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -44,6 +45,10 @@ class TableMapping(_Frozen):
     subject_type: Code
     data_class: Code
     key_columns: list[str] = Field(min_length=1)
+    # "primary_key": key columns come from the record key only, because under REPLICA
+    # IDENTITY DEFAULT Debezium fills the other columns of a delete's before image with
+    # defaults. "full": the table has REPLICA IDENTITY FULL, so the before image is real.
+    identity: Literal["primary_key", "full"] = "primary_key"
 
     @model_validator(mode="after")
     def _columns_are_names(self) -> TableMapping:

@@ -28,6 +28,7 @@ NEW_KEY_HEADER = "__debezium.newkey"
 OLD_KEY_HEADER = "__debezium.oldkey"
 
 _ENVELOPE_KEYS = {"schema", "payload"}
+_OPS = frozenset({"c", "u", "d", "r", "t", "m"})
 
 
 class EventKind(enum.StrEnum):
@@ -55,9 +56,12 @@ def _json(data: bytes, part: str) -> Any:
     except UnicodeDecodeError:
         raise DecodeError("cdc_undecodable", f"The record's {part} is not UTF-8 text; "
                           "the bridge expects Kafka Connect's JsonConverter.") from None
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise DecodeError("cdc_undecodable", f"The record's {part} is not JSON ({exc.msg} at "
                           f"character {exc.pos}); the bridge expects Kafka Connect's JsonConverter.") from None
+    except (ValueError, RecursionError) as exc:  # an integer over Python's digit limit, deep nesting
+        raise DecodeError("cdc_undecodable", f"The record's {part} cannot be read as JSON "
+                          f"({type(exc).__name__}).") from None
 
 
 def unwrap(document: Any) -> Any:
@@ -88,13 +92,17 @@ def _header(headers: list[tuple[str, bytes | None]] | None, name: str) -> bool:
     return any(key == name for key, _ in headers or [])
 
 
+# Source positions and times are non-negative 64-bit integers; anything else is not one.
+_MAX_INT64 = 2**63 - 1
+
+
 def _int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= _MAX_INT64:
         return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
     return None
 
 
@@ -118,7 +126,9 @@ def parse_event(key: bytes | None, value: bytes | None,
     if not isinstance(document, dict):
         raise DecodeError("cdc_unexpected_shape", f"The record value is JSON {type(document).__name__}, "
                           "not a Debezium change event object.")
-    if "op" in document and ("source" in document or "before" in document or "after" in document):
+    # A flattened row may have columns named op or source, so the envelope needs both,
+    # with a known operation code and a source object.
+    if document.get("op") in _OPS and isinstance(document.get("source"), dict):
         return _envelope_event(document, key_columns, headers)
     return _flattened_event(document, key_columns, headers)
 

@@ -9,7 +9,8 @@ from typing import Any
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from tombstone.cdc.bridge import CdcBridge
-from tombstone.cdc.checker import Finding, check_connector, check_coverage, check_tables, load_connector_config
+from tombstone.cdc.checker import Finding, check_connector, check_coverage, load_connector_config
+from tombstone.cdc.checker_tables import check_tables
 from tombstone.cdc.config import BridgeConfig, load_bridge_config
 from tombstone.cdc.metrics import BridgeMetrics
 from tombstone.errors import ConfigError
@@ -20,7 +21,7 @@ from tombstone.settings import KafkaSettings
 logger = logging.getLogger(__name__)
 
 
-def compacted_topics(kafka: KafkaSettings, topics: list[str], timeout_s: float = 10.0) -> set[str] | None:
+def compacted_topics(kafka: KafkaSettings, topics: list[str], timeout_s: float = 3.0) -> set[str] | None:
     """Return the ``topics`` that exist with a compacting cleanup.policy; None if unknown."""
     admin = AdminClient(kafka.client_config())
     try:
@@ -43,13 +44,16 @@ def run_checks(config: BridgeConfig, kafka: KafkaSettings | None = None,
                connection: Any = None) -> list[Finding]:
     """Run every check that the given inputs allow."""
     findings: list[Finding] = []
+    connector: dict[str, str] = {}
+    compacted = None
     if config.bridge.connector_config:
         connector = load_connector_config(config.bridge.connector_config)
         compacted = compacted_topics(kafka, config.topics) if kafka is not None else None
         findings += check_connector(connector, compacted)
         findings += check_coverage(connector, config)
     if connection is not None:
-        findings += check_tables(connection, config)
+        creates_compacted = connector.get("topic.creation.default.cleanup.policy") == "compact"
+        findings += check_tables(connection, config, connector, bool(compacted) or creates_compacted)
     return findings
 
 
@@ -102,8 +106,14 @@ def run_check(config_path: str, dsn: str | None) -> int:
             connection = psycopg.connect(dsn, connect_timeout=10)
         except psycopg.OperationalError as exc:
             raise ConfigError(f"Cannot connect to the source database to check tables: {exc}") from None
+    kafka: KafkaSettings | None = KafkaSettings()
     try:
-        findings = run_checks(config, KafkaSettings(), connection)
+        kafka.resolved_bootstrap()  # type: ignore[union-attr]
+    except ConfigError:
+        print("No Kafka broker configured: the topics' cleanup policy is not checked.")
+        kafka = None
+    try:
+        findings = run_checks(config, kafka, connection)
     finally:
         if connection is not None:
             connection.close()

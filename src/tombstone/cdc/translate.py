@@ -23,9 +23,13 @@ from tombstone.models import DeletionRequest, utc_now
 REQUEST_ID_NAMESPACE = uuid.UUID("6f1c2b0e-4d55-5d7a-9a39-0c3e8f6b2a71")
 
 IDENTITY_FIX = (
-    "Give the table a primary key that contains the key columns, or run "
-    "ALTER TABLE {table} REPLICA IDENTITY FULL, so that delete events carry them."
+    "Map the table's primary key columns, or give the table a primary key that contains them. "
+    "Under REPLICA IDENTITY FULL, set identity = \"full\" for the table in the bridge config; "
+    "without a primary key, also set message.key.columns in the connector."
 )
+
+# Epoch milliseconds that datetime can hold (years 1 to 9999); anything else is not a time.
+_MAX_MS = 253_402_300_799_999
 
 
 @dataclass(frozen=True)
@@ -60,22 +64,29 @@ class Reject:
 Decision = Emit | Skip | Reject
 
 
-def _column_value(event: ChangeEvent, column: str) -> Any:
+def _column_value(event: ChangeEvent, column: str, full_identity: bool) -> Any:
     # Under REPLICA IDENTITY DEFAULT, Debezium fills the non-key columns of a delete's
-    # before image with "" (NOT NULL) or null, so neither is a value to erase by.
-    for columns in (event.key, event.row):
+    # before image with defaults (0, "", null), so only the record key is trusted then.
+    sources = (event.key, event.row) if full_identity else (event.key,)
+    for columns in sources:
         if columns and columns.get(column) not in (None, ""):
             return columns[column]
     return None
+
+
+def _escape(part: str) -> str:
+    # Composite ids join parts with ':', so a ':' inside a part must not look like a joint.
+    return part.replace("\\", "\\\\").replace(":", "\\:")
 
 
 def subject_id(event: ChangeEvent, table: TableMapping) -> str | Reject:
     """Build the subject id from the key columns, joined with ':' when there are several."""
     parts: list[str] = []
     for column in table.key_columns:
-        value = _column_value(event, column)
+        value = _column_value(event, column, table.identity == "full")
         if value is None:
-            where = "the record key and the before image" if event.kind is EventKind.DELETE else "the record key"
+            full = table.identity == "full" and event.kind is EventKind.DELETE
+            where = "the record key and the before image" if full else "the record key"
             return Reject("cdc_missing_identity",
                           f"Column {column} is missing from {where} of a delete on {table.source_table}. "
                           + IDENTITY_FIX.format(table=table.source_table))
@@ -84,7 +95,7 @@ def subject_id(event: ChangeEvent, table: TableMapping) -> str | Reject:
                           f"Column {column} of {table.source_table} holds a JSON {type(value).__name__}; "
                           "key columns must be integers or strings.")
         parts.append(str(value))
-    return ":".join(parts)
+    return parts[0] if len(parts) == 1 else ":".join(_escape(part) for part in parts)
 
 
 def request_id(settings: BridgeSettings, table: TableMapping, subject: str, event: ChangeEvent,
@@ -92,6 +103,10 @@ def request_id(settings: BridgeSettings, table: TableMapping, subject: str, even
     """Same source change, same id: the LSN and transaction identify it; else its position."""
     if event.lsn is not None:
         identity = f"lsn|{event.lsn}|{event.tx_id or ''}|{event.source_ts_ms or ''}"
+    elif event.source_ts_ms is not None:
+        # Without the LSN, a re-sent change still has its commit time; a row deleted twice
+        # in one millisecond is not a case worth a second request.
+        identity = f"ts|{event.source_ts_ms}"
     else:
         identity = f"pos|{source.partition}|{source.offset}"
     name = "|".join([settings.name, table.topic, table.data_class, subject, identity])
@@ -100,9 +115,9 @@ def request_id(settings: BridgeSettings, table: TableMapping, subject: str, even
 
 def cutoff(event: ChangeEvent, source: Source) -> tuple[datetime, str] | Reject:
     """Take the source's commit time, else the record's timestamp; never the bridge's clock."""
-    if event.source_ts_ms is not None and event.source_ts_ms > 0:
+    if event.source_ts_ms is not None and 0 < event.source_ts_ms <= _MAX_MS:
         return ms_to_datetime(event.source_ts_ms), "source.ts_ms"
-    if source.timestamp_ms is not None and source.timestamp_ms > 0:
+    if source.timestamp_ms is not None and 0 < source.timestamp_ms <= _MAX_MS:
         return ms_to_datetime(source.timestamp_ms), "record timestamp"
     return Reject("cdc_no_source_time",
                   "The event has neither source.ts_ms nor a record timestamp, so no cut-off can "
