@@ -11,11 +11,15 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from tombstone.cli_policy import add_policy_parsers, iso_time
 from tombstone.errors import ConfigError, InvalidRequestError, TombstoneError, describe_validation_error
+
+if TYPE_CHECKING:
+    from tombstone.broker.secure import SecureBroker
 
 logger = logging.getLogger("tombstone.cli")
 
@@ -25,10 +29,14 @@ EXIT_USAGE = 2
 
 def _broker(args: argparse.Namespace) -> int:
     from tombstone.broker.local import LocalBroker
+    from tombstone.broker.secure import SecureBroker
 
-    broker = LocalBroker(Path(args.state_dir) if args.state_dir else None)
+    state_dir = Path(args.state_dir) if args.state_dir else None
+    broker = _secure_broker(args, state_dir) if args.secure else LocalBroker(state_dir)
     if args.action == "start":
         print(broker.start(timeout_s=args.timeout_s))
+        if isinstance(broker, SecureBroker):
+            print(f"credentials: {broker.credentials_file} (shell variables per principal: {broker.env_dir}/*.env)")
     elif args.action == "stop":
         print("stopped" if broker.stop() else "not running")
     else:
@@ -37,6 +45,22 @@ def _broker(args: argparse.Namespace) -> int:
               (f"running at {status['bootstrap']} (pid {status['pid']})" if status["running"] else "not running"))
         return 0 if status["running"] else 3
     return 0
+
+
+def _secure_broker(args: argparse.Namespace, state_dir: Path | None) -> SecureBroker:
+    """Create the secure broker with a worker principal for every store that --store or the inventory names."""
+    from tombstone.broker.secure import SecureBroker
+    from tombstone.inventory import default_inventory_path, load_inventory
+
+    stores = args.store
+    if not stores and args.action == "start":
+        inventory_path = default_inventory_path()
+        if inventory_path.exists():
+            stores = load_inventory(inventory_path).all_stores()
+        else:
+            logger.warning("No inventory at %s and no --store given; the secure broker gets no worker "
+                           "principals", inventory_path)
+    return SecureBroker(state_dir, stores=stores or [])
 
 
 def _connect(args: argparse.Namespace) -> int:
@@ -338,6 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--state-dir", help="broker state directory (default: the cache directory)")
     broker.add_argument("--timeout-s", type=_positive, default=90.0, help="start-up timeout in seconds")
     broker.add_argument("--json", action="store_true", help="print status as JSON")
+    broker.add_argument("--secure", action="store_true",
+                        help="act on the broker with TLS, SASL/SCRAM-SHA-512 and deny-by-default ACLs, which "
+                             "has its own state directory (broker-secure in the cache directory). With status "
+                             "--json, show where its credentials file is")
+    broker.add_argument("--store", action="append", metavar="NAME",
+                        help="with --secure: a store that gets a worker-NAME principal (repeatable; "
+                             "default: every store in the inventory)")
     broker.set_defaults(handler=_broker)
     _add_connect_parser(sub)
 

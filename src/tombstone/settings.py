@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tombstone.errors import ConfigError
@@ -28,11 +28,15 @@ def cache_dir() -> Path:
     return Path(base) / "tombstone"
 
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
 class KafkaSettings(BaseSettings):
     """Connection and topic names shared by every tombstone process."""
 
+    # hide_input_in_errors: a validation error would otherwise echo TOMBSTONE_SASL_PASSWORD.
     model_config = SettingsConfigDict(env_prefix="TOMBSTONE_", frozen=True, extra="ignore",
-                                      populate_by_name=True)
+                                      populate_by_name=True, hide_input_in_errors=True)
 
     bootstrap_servers: str = Field(
         default="",
@@ -42,6 +46,8 @@ class KafkaSettings(BaseSettings):
     proofs_topic: str = "deletion.proofs"
     dead_letter_topic: str = "deletion.dead-letters"
     holds_topic: str = "deletion.holds"
+    # librdkafka's security.protocol, sasl.* and ssl.ca.location. `tombstone broker start
+    # --secure` writes matching values for each principal to env/<principal>.env.
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -49,6 +55,34 @@ class KafkaSettings(BaseSettings):
     ssl_ca_location: str | None = None
     connect_timeout_s: float = Field(default=10.0, gt=0)
     delivery_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("security_protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        protocol = value.strip().upper()
+        if protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(f"{value!r} is not a Kafka security protocol. Use one of {', '.join(SECURITY_PROTOCOLS)}")
+        return protocol
+
+    @field_validator("ssl_ca_location")
+    @classmethod
+    def _ca_exists(cls, value: str | None) -> str | None:
+        # "probe" makes librdkafka search the system's usual CA locations.
+        if value and value != "probe" and not Path(value).exists():
+            raise ValueError(f"CA file {value} does not exist. TOMBSTONE_SSL_CA_LOCATION must name the "
+                             "PEM file of the CA that signed the broker's certificate")
+        return value or None
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        # Without a mechanism librdkafka uses GSSAPI (Kerberos), whose errors do not point at the cause.
+        if self.security_protocol.startswith("SASL_"):
+            missing = [f"TOMBSTONE_{name.upper()}" for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                       if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"{', '.join(missing)} missing: security protocol {self.security_protocol} "
+                                 "needs a SASL mechanism, user name and password")
+        return self
 
     def resolved_bootstrap(self) -> str:
         """Bootstrap servers from the environment, else from the running local broker."""

@@ -15,6 +15,8 @@ not listed here, so a new librdkafka release cannot slip an unclassified code th
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -90,6 +92,12 @@ PERMANENT_CODES = frozenset(
     STREAMS_TOPOLOGY_FENCED""".split()
 )
 
+# Codes with which a broker rejects a request that no ACL allows.
+AUTHORIZATION_CODES = frozenset(
+    """TOPIC_AUTHORIZATION_FAILED GROUP_AUTHORIZATION_FAILED CLUSTER_AUTHORIZATION_FAILED
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED DELEGATION_TOKEN_AUTHORIZATION_FAILED""".split()
+)
+
 _BY_NAME: dict[str, ErrorClass] = {}
 for _codes, _class in (
     (INFO_CODES, ErrorClass.INFO),
@@ -117,12 +125,80 @@ def classify(error: KafkaError) -> ErrorClass:
     return ErrorClass.RETRIABLE if error.retriable() else ErrorClass.PERMANENT
 
 
+def error_text(error: KafkaError) -> str:
+    """Return the error's description without a final period, so that a sentence can end it."""
+    return error.str().rstrip(". ")
+
+
+def is_permanent(code: str | None) -> bool:
+    """Return True when the error code named ``code`` is in the PERMANENT class."""
+    return code is not None and _BY_NAME.get(code) is ErrorClass.PERMANENT
+
+
+def principal_of(config: Mapping[str, Any]) -> str:
+    """Name the principal that a librdkafka configuration authenticates as, for messages."""
+    username = config.get("sasl.username")
+    if username:
+        return f"User:{username}"
+    if str(config.get("security.protocol", "PLAINTEXT")).upper() == "SSL":
+        return "the principal of this client's TLS certificate"
+    return "User:ANONYMOUS"
+
+
+def authorization_hint(code: str | None, principal: str, operation: str, resource_type: str,
+                       resource_name: str, *, prefixed: bool = False) -> str:
+    """Explain a denied request and name the missing ACL, or return "" for other codes.
+
+    ``operation`` is a Kafka ACL operation such as ``WRITE``. ``resource_type`` is ``topic``,
+    ``group`` or ``cluster``. ``prefixed`` marks ``resource_name`` as a prefix of the names to allow.
+    """
+    if code not in AUTHORIZATION_CODES:
+        return ""
+    pattern = " --resource-pattern-type prefixed" if prefixed else ""
+    named = f"{resource_type}s named {resource_name}..." if prefixed else f"{resource_type} {resource_name}"
+    # kafka-acls names the cluster resource with a bare --cluster.
+    option = "--cluster" if resource_type == "cluster" else f"--{resource_type} {resource_name}"
+    operation_option = "".join(word.title() for word in operation.split("_"))
+    return (
+        f" The broker denied {principal} {operation} on {named} because no ACL allows it."
+        f" Connect as a principal that has this ACL, or have a Kafka admin add it, for example"
+        f" `kafka-acls --add --allow-principal {principal} --operation {operation_option}{pattern} {option}`."
+    )
+
+
+def connection_hint(config: Mapping[str, Any], errors: Iterable[KafkaError]) -> str:
+    """Explain why a client could not talk to the brokers, from the errors it reported.
+
+    ``errors`` are what the client's ``error_cb`` received, such as ``_AUTHENTICATION``
+    for a wrong password or ``_SSL`` for a broker certificate that the CA does not verify.
+    Returns "" when nothing points at the security settings.
+    """
+    by_code = {code_name(error): error for error in errors}
+    protocol = str(config.get("security.protocol", "PLAINTEXT")).upper()
+    for code in ("_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED"):
+        if code in by_code:
+            return (f" Authentication as {principal_of(config)} failed: {error_text(by_code[code])}."
+                    " Check TOMBSTONE_SASL_USERNAME, TOMBSTONE_SASL_PASSWORD and TOMBSTONE_SASL_MECHANISM.")
+    if "_SSL" in by_code:
+        return (f" The TLS connection failed: {error_text(by_code['_SSL'])}."
+                " Check that TOMBSTONE_SSL_CA_LOCATION names the CA certificate that signed the broker's"
+                " certificate, and that the bootstrap address is a name the certificate lists.")
+    if protocol in ("PLAINTEXT", "SASL_PLAINTEXT"):
+        return (f" TOMBSTONE_SECURITY_PROTOCOL is {protocol}; if the broker's listener uses TLS, set it"
+                " to SSL or SASL_SSL.")
+    return ""
+
+
 def to_exception(error: KafkaError, action: str) -> KafkaClientError:
     """Wrap a KafkaError in the matching ``KafkaClientError`` subclass.
 
     ``action`` names what was attempted, for example ``"producing to deletion.proofs"``.
     """
     message = f"Kafka error while {action}: {code_name(error)}: {error.str()}"
+    if code_name(error) in AUTHORIZATION_CODES:
+        message = (f"Kafka error while {action}: {code_name(error)}: {error_text(error)}. No ACL allows this"
+                   " for the client's principal: connect as a principal that has the ACL, or have a Kafka"
+                   " admin add it.")
     kind = classify(error)
     if kind is ErrorClass.FATAL:
         return FatalKafkaError(message, code_name(error))

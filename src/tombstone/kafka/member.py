@@ -26,7 +26,7 @@ from tombstone.errors import (
     TombstoneError,
     VerificationError,
 )
-from tombstone.kafka.errors import ErrorClass, classify, code_name, to_exception
+from tombstone.kafka.errors import ErrorClass, classify, code_name, is_permanent, to_exception
 from tombstone.settings import KafkaSettings
 from tombstone.spec import RetryPolicy
 
@@ -185,7 +185,9 @@ class GroupMember:
         error = state.outcome.exception()
         self.metrics.retries.labels(self.label, step).inc()
         self._on_retry_error(error)
-        level = logging.WARNING if isinstance(error, RETRIABLE_ERRORS) else logging.ERROR
+        # A DeliveryError can carry a permanent code, such as TOPIC_AUTHORIZATION_FAILED.
+        transient = isinstance(error, RETRIABLE_ERRORS) and not is_permanent(getattr(error, "code", None))
+        level = logging.WARNING if transient else logging.ERROR
         logger.log(level, "Step %s failed (attempt %d), retrying in %.1f s: %s",
                    step, state.attempt_number, state.upcoming_sleep, error)
 

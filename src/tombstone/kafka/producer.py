@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,17 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from tombstone.errors import DeliveryError, FatalKafkaError, KafkaClientError
-from tombstone.kafka.errors import ErrorClass, classify, code_name, from_kafka_exception
+from tombstone.kafka.errors import (
+    ErrorClass,
+    authorization_hint,
+    classify,
+    code_name,
+    connection_hint,
+    error_text,
+    from_kafka_exception,
+    is_permanent,
+    principal_of,
+)
 from tombstone.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
@@ -86,6 +97,8 @@ class DurableProducer:
         self._factory = factory
         self._max_rebuilds = max_rebuilds
         self._fatal: KafkaError | None = None
+        # Recent errors from error_cb, which explain a broker that cannot be reached.
+        self._client_errors: deque[KafkaError] = deque(maxlen=16)
         self._pending = _Pending()
         self._producer = self._build()
 
@@ -95,6 +108,7 @@ class DurableProducer:
         return self._factory(config)
 
     def _on_error(self, error: KafkaError) -> None:
+        self._client_errors.append(error)
         if error.fatal():
             logger.error("Producer fatal error: %s: %s", code_name(error), error.str())
             self._fatal = error
@@ -147,6 +161,13 @@ class DurableProducer:
                 # The local queue is full: serve delivery reports to make room.
                 self._producer.poll(0.1)
             except KafkaException as exc:
+                # librdkafka remembers a denied topic and then rejects produce() at once.
+                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                denied = authorization_hint(code_name(error) if error else None, principal_of(self._config),
+                                            "WRITE", "topic", record.topic)
+                if error is not None and denied:
+                    raise DeliveryError(f"Producing to {record.topic} failed: {code_name(error)}: "
+                                        f"{error_text(error)}.{denied}", code_name(error)) from exc
                 raise from_kafka_exception(exc, f"producing to {record.topic}") from exc
 
     def confirm(self, timeout_s: float) -> list[Delivery]:
@@ -159,7 +180,15 @@ class DurableProducer:
         deadline = time.monotonic() + timeout_s
         rebuilds = 0
         while True:
-            remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
+            remaining = self._flush(max(0.0, deadline - time.monotonic()))
+            if self._fatal is not None and is_permanent(code_name(self._fatal)):
+                # A rebuilt producer would fail the same way, for example without an ACL.
+                code = code_name(self._fatal)
+                # The broker refuses an idempotent producer its producer id with this code.
+                denied = (authorization_hint(code, principal_of(self._config), "IDEMPOTENT_WRITE", "cluster",
+                                             "kafka-cluster")
+                          if code == "CLUSTER_AUTHORIZATION_FAILED" else "")
+                raise FatalKafkaError(f"Producer failed fatally: {code}: {error_text(self._fatal)}.{denied}", code)
             if self._fatal is not None:
                 rebuilds += 1
                 if rebuilds > self._max_rebuilds:
@@ -176,18 +205,38 @@ class DurableProducer:
                 first = failed[0]
                 raise DeliveryError(
                     f"{len(failed)} of {len(records)} records to {first.topic} were rejected: "
-                    f"{code_name(first.error)}: {first.error.str()}",
+                    f"{code_name(first.error)}: {error_text(first.error)}."
+                    + authorization_hint(code_name(first.error), principal_of(self._config), "WRITE",
+                                         "topic", first.topic),
                     code_name(first.error),
                 )
             if remaining > 0 or not all(r.done for r in records):
                 raise DeliveryError(
                     f"{remaining} of {len(records)} records were not confirmed within "
                     f"{timeout_s:.1f} s; check that the brokers at "
-                    f"{self._config.get('bootstrap.servers')} are reachable.",
+                    f"{self._config.get('bootstrap.servers')} are reachable."
+                    + connection_hint(self._config, self._client_errors),
                     "_MSG_TIMED_OUT",
                 )
             self._pending = _Pending()
             return records
+
+    def _flush(self, timeout_s: float) -> int:
+        """Flush and return the number of records still queued.
+
+        confluent-kafka raises a fatal error (for example an idempotent producer that the
+        broker refuses a producer id) from flush() instead of passing it to error_cb. The
+        error is kept in ``_fatal`` so that ``confirm`` handles it like one from a callback.
+        """
+        try:
+            return self._producer.flush(timeout_s)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if error is None or not error.fatal():
+                raise from_kafka_exception(exc, "waiting for delivery reports") from exc
+            logger.error("Producer fatal error: %s: %s", code_name(error), error.str())
+            self._fatal = error
+            return len(self._pending.records)
 
     def _rebuild(self) -> None:
         """Replace a fatally failed producer and resend every unconfirmed record."""
@@ -216,11 +265,18 @@ class DurableProducer:
         try:
             metadata = self._producer.list_topics(topic, timeout=timeout_s)
         except KafkaException as exc:
+            # list_topics does not serve callbacks, so poll to let error_cb record why it failed.
+            self._producer.poll(0)
             raise KafkaClientError(
                 f"Cannot reach Kafka at {bootstrap} within {timeout_s:.0f} s ({exc.args[0]}). "
                 "Check KAFKA_BOOTSTRAP_SERVERS and that the broker is running."
+                + connection_hint(self._config, self._client_errors)
             ) from exc
         entry = metadata.topics.get(topic)
+        code = code_name(entry.error) if entry is not None and entry.error is not None else None
+        denied = authorization_hint(code, principal_of(self._config), "WRITE", "topic", topic)
+        if denied:
+            raise KafkaClientError(f"Topic {topic} on {bootstrap}: {error_text(entry.error)}.{denied}", code)
         if entry is None or entry.error is not None:
             raise KafkaClientError(
                 f"Topic {topic} is not available on {bootstrap}"

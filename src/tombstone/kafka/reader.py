@@ -13,13 +13,26 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from tombstone.errors import RetriableKafkaError
-from tombstone.kafka.errors import ErrorClass, classify, from_kafka_exception, to_exception
+from tombstone.errors import KafkaClientError, RetriableKafkaError
+from tombstone.kafka.errors import (
+    ErrorClass,
+    authorization_hint,
+    classify,
+    error_text,
+    from_kafka_exception,
+    principal_of,
+    to_exception,
+)
 from tombstone.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
+
+# Prefix of the reader's throwaway consumer group. librdkafka looks up the group's
+# coordinator, and Kafka checks DESCRIBE on the group for that, so an ACL that allows
+# DESCRIBE on groups with this prefix lets a principal use TopicReader.
+READER_GROUP_PREFIX = "tombstone-reader-"
 
 
 class TopicReader:
@@ -30,12 +43,17 @@ class TopicReader:
         config = kafka.client_config()
         config.update({
             # A group id is required by the client, but nothing is ever committed to it.
-            "group.id": f"tombstone-reader-{uuid.uuid4()}",
+            "group.id": f"{READER_GROUP_PREFIX}{uuid.uuid4()}",
             "client.id": client_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": False,
+            # A reader assigns only partitions that have records to read, yet a fetch can
+            # still wait at the broker for up to this long (librdkafka's default is 500 ms),
+            # which delays each read_new by as much. The reader unassigns when it reaches the
+            # end, so the shorter wait costs no fetches while it is idle.
+            "fetch.wait.max.ms": 10,
         })
         self._config: dict[str, Any] = config
         self._consumer: Consumer | None = None
@@ -55,6 +73,12 @@ class TopicReader:
             except KafkaException as exc:
                 raise from_kafka_exception(exc, f"reading metadata of topic {topic}") from exc
             entry = metadata.topics.get(topic)
+            if entry is not None and entry.error is not None:
+                # Waiting cannot fix a missing ACL, so a denied topic is a permanent error.
+                denied = authorization_hint(entry.error.name(), principal_of(self._config), "READ", "topic", topic)
+                if denied:
+                    raise KafkaClientError(f"Cannot read topic {topic}: {error_text(entry.error)}.{denied}",
+                                           entry.error.name())
             if entry is None or entry.error is not None:
                 error = entry.error if entry is not None else None
                 raise RetriableKafkaError(
@@ -102,9 +126,10 @@ class TopicReader:
                         del targets[(tp.topic, tp.partition)]
                 continue
             if message.error() is not None:
-                if classify(message.error()) in (ErrorClass.INFO, ErrorClass.RETRIABLE):
+                error = message.error()
+                if classify(error) in (ErrorClass.INFO, ErrorClass.RETRIABLE):
                     continue
-                raise to_exception(message.error(), f"reading {message.topic()}")
+                raise self._read_error(error, message.topic())
             key = (message.topic(), message.partition())
             self._positions[key] = message.offset() + 1
             yield message
@@ -112,6 +137,21 @@ class TopicReader:
             if key in targets and self._positions[key] >= targets[key]:
                 del targets[key]
         consumer.unassign()
+
+    def _read_error(self, error: KafkaError, topic: str | None) -> KafkaClientError:
+        """Translate a consumer error. The message for a denied topic or group names the missing ACL."""
+        # Group errors carry no topic.
+        action = f"reading {topic or ', '.join(self._topics)}"
+        principal = principal_of(self._config)
+        if error.name() == "GROUP_AUTHORIZATION_FAILED":
+            hint = authorization_hint(error.name(), principal, "DESCRIBE", "group", READER_GROUP_PREFIX,
+                                      prefixed=True)
+        elif error.name() == "TOPIC_AUTHORIZATION_FAILED" and topic:
+            hint = authorization_hint(error.name(), principal, "READ", "topic", topic)
+        else:
+            return to_exception(error, action)
+        return KafkaClientError(f"Kafka error while {action}: {error.name()}: {error_text(error)}.{hint}",
+                                error.name())
 
     def close(self) -> None:
         if self._consumer is not None:
