@@ -11,6 +11,7 @@ Run ``python -m tombstone.demo.chinook_pg --help`` to load it from a shell.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -21,8 +22,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from tombstone.demo.chinook import dataset_dirs
+from tombstone.demo.chinook import dataset_dirs, load_chinook
 from tombstone.errors import TombstoneError
+
+logger = logging.getLogger(__name__)
 
 SQL_FILE = "Chinook_PostgreSql.sql"
 # Statements of the script that would act on the database named chinook instead of ours.
@@ -59,7 +62,16 @@ def load_chinook_postgres(dsn_admin: str, database: str = "chinook", sql_path: P
             in use.
         psycopg.Error: the server rejected a statement.
     """
-    script = read_chinook_script(sql_path or chinook_sql_path())
+    try:
+        script = read_chinook_script(sql_path or chinook_sql_path())
+    except TombstoneError:
+        if sql_path is not None:
+            raise
+        # Without the SQL file, the customer and invoice tables come from the same Chinook
+        # data that the embedded demo uses (the SQLite file or the PyPI fixture).
+        logger.warning("%s not found; building customer, invoice and invoice_line from the Chinook data",
+                       SQL_FILE)
+        script = _script_from_data()
     with psycopg.connect(dsn_admin, autocommit=True) as admin:
         drop_database(admin, database)
         admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(
@@ -70,6 +82,40 @@ def load_chinook_postgres(dsn_admin: str, database: str = "chinook", sql_path: P
         conn.execute(script.encode("utf-8"))
         conn.commit()
         return table_counts(conn)
+
+
+_FALLBACK_DDL = """
+CREATE TABLE customer (customer_id INT NOT NULL, first_name VARCHAR(40) NOT NULL, last_name VARCHAR(20) NOT NULL,
+  company VARCHAR(80), address VARCHAR(70), city VARCHAR(40), state VARCHAR(40), country VARCHAR(40),
+  postal_code VARCHAR(10), phone VARCHAR(24), fax VARCHAR(24), email VARCHAR(60) NOT NULL, support_rep_id INT,
+  CONSTRAINT customer_pkey PRIMARY KEY (customer_id));
+CREATE TABLE invoice (invoice_id INT NOT NULL, customer_id INT NOT NULL, invoice_date TIMESTAMP NOT NULL,
+  billing_address VARCHAR(70), billing_city VARCHAR(40), billing_state VARCHAR(40), billing_country VARCHAR(40),
+  billing_postal_code VARCHAR(10), total NUMERIC(10,2) NOT NULL, CONSTRAINT invoice_pkey PRIMARY KEY (invoice_id),
+  CONSTRAINT invoice_customer_id_fkey FOREIGN KEY (customer_id) REFERENCES customer (customer_id));
+CREATE TABLE invoice_line (invoice_line_id INT NOT NULL, invoice_id INT NOT NULL, track_id INT NOT NULL,
+  unit_price NUMERIC(10,2) NOT NULL, quantity INT NOT NULL, CONSTRAINT invoice_line_pkey PRIMARY KEY (invoice_line_id),
+  CONSTRAINT invoice_line_invoice_id_fkey FOREIGN KEY (invoice_id) REFERENCES invoice (invoice_id));
+"""
+
+
+def _literal(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, int | float):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _script_from_data() -> str:
+    """The three tables the capture needs, as SQL, from ``load_chinook`` (no invoice lines)."""
+    data = load_chinook()
+    rows = [_FALLBACK_DDL]
+    for table, items in (("customer", data.customers), ("invoice", data.invoices)):
+        for item in items:
+            columns = ", ".join(item)
+            rows.append(f"INSERT INTO {table} ({columns}) VALUES ({', '.join(_literal(v) for v in item.values())});")
+    return "\n".join(rows)
 
 
 def drop_database(admin: psycopg.Connection, database: str) -> None:
