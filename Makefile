@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install services demo test test-unit clean broker-stop
+.PHONY: install services demo test test-unit faults bench clean broker-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,18 @@ test: $(STAMP)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+# Fault scenarios on a broker of their own, PostgreSQL and Redis from `make services`;
+# writes build/fault-report.json. FAULTS=id1,id2 runs only those scenarios.
+faults: $(STAMP)
+	$(BIN)/python -m tests.faults --report build/fault-report.json $(if $(FAULTS),--only $(FAULTS))
+
+# Ratio benchmarks B1-B10 against a local broker (started and stopped by the run unless
+# KAFKA_BOOTSTRAP_SERVERS is set); writes build/bench.json. Needs `make services` for the
+# PostgreSQL and Redis stores. BENCH_SCALE multiplies the event counts, BENCH_ROUNDS sets
+# the measured rounds; see docs/benchmarks.md.
+bench: $(STAMP)
+	$(BIN)/python -m bench
 
 broker-stop: $(STAMP)
 	$(BIN)/tombstone broker stop

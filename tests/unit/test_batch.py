@@ -343,6 +343,24 @@ def test_sort_batch_applies_repeat_once() -> None:
     assert batch.commit_offsets()[0].offset == 2
 
 
+def test_sort_batch_duplicates_across_large_batch() -> None:
+    # Repeats and clashing ids far apart in one batch, with cancels of the same ids between.
+    requests = [make_request(str(i)) for i in range(300)]
+    clash = make_request("other").model_copy(update={"request_id": requests[10].request_id})
+    cancel = requests[10].model_copy(update={"action": RequestAction.CANCEL})
+    messages = [request_message(0, i, r) for i, r in enumerate(requests)]
+    messages += [request_message(1, 0, cancel), request_message(1, 1, requests[10]),
+                 request_message(1, 2, clash), request_message(1, 3, cancel)]
+
+    batch, _ = sort(messages)
+
+    assert len(batch.work) == 301
+    assert batch.work[-1].request.action is RequestAction.CANCEL
+    assert [p.reason for p in batch.poison] == ["duplicate_request_id"]
+    assert batch.poison[0].position.offset == 2
+    assert batch.skipped == 2
+
+
 def test_sort_batch_rejects_future_cutoff() -> None:
     from datetime import timedelta
 

@@ -1,9 +1,8 @@
 """A request whose subject id fails validation must not put that id in the worker's log.
 
-The fault suite's privacy scan found this: ``sort_batch`` logs ``str(DecodeError)``, and for
-``invalid_field`` that text is pydantic's message, which quotes the subject id (the
-validator in ``tombstone.models.check_subject_part`` names the value). The dead letter may
-keep the raw id in its payload; the log may not.
+For ``invalid_field`` the ``DecodeError`` text is pydantic's message, which quotes the
+subject id (``tombstone.models.check_subject_part`` names the value), so ``sort_batch``
+must not log that text. The dead letter may keep the raw id in its payload; the log may not.
 """
 
 from __future__ import annotations

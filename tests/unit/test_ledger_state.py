@@ -196,6 +196,19 @@ def test_unexpected_store_shows_as_not_expected() -> None:
     assert rows["search"].expected is True
 
 
+def test_unexpected_store_only_on_its_request() -> None:
+    state = state_with(make_request("r1"), make_request("r2"))
+    state.add_ack(make_ack("r1", "cache"))
+    state.add_ack(make_ack("r2", "exports"))
+    state.add_ack(make_ack("r2", "cache"))
+
+    first = [row.store for row in state.view("r1").rows]
+    second = [row.store for row in state.view("r2").rows]
+
+    assert first == ["sqlite", "search", "cache"]
+    assert second == ["sqlite", "search", "cache", "exports"]
+
+
 def test_unexpected_store_does_not_complete() -> None:
     state = state_with(make_request("r-1"))
 

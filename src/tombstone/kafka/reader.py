@@ -49,10 +49,10 @@ class TopicReader:
             "enable.auto.offset.store": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": False,
-            # A reader assigns only partitions that have records to read, yet a fetch can
-            # still wait at the broker for up to this long (librdkafka's default is 500 ms),
-            # which delays each read_new by as much. The reader unassigns when it reaches the
-            # end, so the shorter wait costs no fetches while it is idle.
+            # After assign(), a fetch can wait at the broker for up to this long even though
+            # the partitions have records to read, and each read_new waits with it.
+            # librdkafka's default is 500 ms. The reader unassigns at the end, so the short
+            # wait costs no extra fetches while it is idle.
             "fetch.wait.max.ms": 10,
         })
         self._config: dict[str, Any] = config

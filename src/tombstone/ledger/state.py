@@ -82,6 +82,8 @@ class LedgerState:
     history: dict[tuple[str, str], list[tuple[AckStatus, datetime]]] = field(default_factory=dict)
     # Requests that a CANCEL record named.
     cancelled: set[str] = field(default_factory=set)
+    # Stores that acked each request, so that a request's rows need not scan every ack.
+    acked_stores: dict[str, set[str]] = field(default_factory=dict)
 
     def add_request(self, request: DeletionRequest) -> None:
         if request.action is RequestAction.CANCEL:
@@ -96,6 +98,7 @@ class LedgerState:
 
     def add_ack(self, ack: DeletionAck) -> None:
         self.acks[(ack.request_id, ack.store)] = ack
+        self.acked_stores.setdefault(ack.request_id, set()).add(ack.store)
         steps = self.history.setdefault((ack.request_id, ack.store), [])
         if (ack.status, ack.applied_at) not in steps:
             steps.append((ack.status, ack.applied_at))
@@ -103,7 +106,7 @@ class LedgerState:
     def rows(self, request: DeletionRequest) -> list[StoreRow]:
         expected = self.inventory.stores_for(request.data_class)
         rows = [self._row(request.request_id, store, True) for store in expected]
-        extra = sorted(s for (rid, s) in self.acks if rid == request.request_id and s not in expected)
+        extra = sorted(s for s in self.acked_stores.get(request.request_id, ()) if s not in expected)
         rows.extend(self._row(request.request_id, store, False) for store in extra)
         return rows
 
@@ -114,9 +117,9 @@ class LedgerState:
         return StoreRow(store, ack.status, ack.items_affected, ack.remaining, ack.applied_at,
                         ack.worker, expected, tuple(self.history.get((request_id, store), ())))
 
-    def _own_complete(self, request: DeletionRequest) -> bool:
+    def _own_complete(self, request: DeletionRequest, rows: list[StoreRow] | None = None) -> bool:
         # REJECTED ends a store's retries but blocks the request: the data may still be there.
-        rows = [row for row in self.rows(request) if row.expected]
+        rows = [row for row in (self.rows(request) if rows is None else rows) if row.expected]
         return bool(rows) and all(row.terminal and row.status is not AckStatus.REJECTED for row in rows)
 
     def view(self, request_id: str) -> RequestView | None:
@@ -125,7 +128,7 @@ class LedgerState:
             return None
         rows = self.rows(request)
         cancelled = request_id in self.cancelled
-        if self._own_complete(request):
+        if self._own_complete(request, rows):
             return RequestView(request, rows, True, cancelled=cancelled)
         successor = self._completing_successor(request)
         return RequestView(request, rows, successor is not None, successor, cancelled)

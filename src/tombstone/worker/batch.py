@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, Message, TopicPartition
 
 from tombstone.errors import DecodeError
-from tombstone.models import MAX_CUTOFF_SKEW, DeletionRequest
+from tombstone.models import MAX_CUTOFF_SKEW, DeletionRequest, RequestAction
 from tombstone.serde import RequestSerde
 
 logger = logging.getLogger(__name__)
@@ -91,6 +91,9 @@ def sort_batch(
 ) -> Batch:
     """Decode every record; route errors to ``on_error`` and poison to the batch's list."""
     batch = Batch()
+    # The request taken as work for each (request id, action), so that duplicate checks
+    # cost one lookup each instead of a scan of the batch.
+    taken: dict[tuple[str, RequestAction], DeletionRequest] = {}
     for message in messages:
         if message.error() is not None:
             on_error(message.error())
@@ -124,33 +127,35 @@ def sort_batch(
             logger.debug("%s is for data class %s, not held here; skipping", position, request.data_class)
             batch.skipped += 1
             continue
-        problem = _check_request(request, message, batch)
+        earlier = taken.get((request.request_id, request.action))
+        problem = _check_request(request, message, earlier)
         if problem is not None:
             reason, text = problem
             logger.warning("%s rejected before apply (%s): %s", position, reason, text)
             batch.poison.append(Poison(position, reason, text, message))
             continue
-        if any(w.request == request for w in batch.work):
+        if earlier is not None:
             logger.debug("%s repeats request %s in this batch; applying it once", position, request.request_id)
             batch.skipped += 1
             continue
+        taken[(request.request_id, request.action)] = request
         batch.work.append(Work(position, request, message))
     return batch
 
 
-def _check_request(request: DeletionRequest, message: Message, batch: Batch) -> tuple[str, str] | None:
+def _check_request(request: DeletionRequest, message: Message,
+                   earlier: DeletionRequest | None) -> tuple[str, str] | None:
     """Reason code and message for a request that must not be applied, else None.
 
-    Two different requests under one id would share one outcome and one proof, so the
-    later one is rejected. A cut-off later than the moment the record was written (or
-    later than now) would delete data written after the promise was made.
+    ``earlier`` is the batch's work with the same request id and action, if any. Two
+    different requests under one id would share one outcome and one proof, so the later
+    one is rejected. A cancel carries the id of the request it cancels, so only the same
+    action clashes. A cut-off later than the moment the record was written (or later than
+    now) would delete data written after the promise was made.
     """
-    for work in batch.work:
-        # A cancel carries the id of the request it cancels, so only the same action clashes.
-        if (work.request.request_id == request.request_id and work.request.action is request.action
-                and work.request != request):
-            return ("duplicate_request_id",
-                    f"Request id {request.request_id} already names a different request in this batch.")
+    if earlier is not None and earlier != request:
+        return ("duplicate_request_id",
+                f"Request id {request.request_id} already names a different request in this batch.")
     _, timestamp_ms = message.timestamp()
     written_at = datetime.fromtimestamp(timestamp_ms / 1000, UTC) if timestamp_ms and timestamp_ms > 0 else None
     limit = min(filter(None, [written_at, datetime.now(UTC)])) + MAX_CUTOFF_SKEW
