@@ -1,4 +1,4 @@
-"""``Worker._consume``: a batch contains the records already fetched, and never waits to fill up."""
+"""``GroupMember._consume`` (worker and CDC bridge): a batch contains the records already fetched, and never waits to fill up."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def make_worker(tmp_path: Path, batch_size: int, queued: list[str]) -> tuple[Wor
 def test_consume_waits_only_for_first_record(tmp_path: Path) -> None:
     worker, consumer = make_worker(tmp_path, 500, ["a", "b", "c"])
 
-    batch = worker._consume()
+    batch = worker._consume(worker.spec.batch_size, worker.spec.poll_timeout_s)
 
     assert batch == ["a", "b", "c"]
     assert consumer.calls == [("poll", None, 0.7), ("consume", 499, 0)]
@@ -50,19 +50,19 @@ def test_consume_waits_only_for_first_record(tmp_path: Path) -> None:
 def test_consume_stops_at_batch_size(tmp_path: Path) -> None:
     worker, _ = make_worker(tmp_path, 2, ["a", "b", "c"])
 
-    assert worker._consume() == ["a", "b"]
-    assert worker._consume() == ["c"]
+    assert worker._consume(worker.spec.batch_size, worker.spec.poll_timeout_s) == ["a", "b"]
+    assert worker._consume(worker.spec.batch_size, worker.spec.poll_timeout_s) == ["c"]
 
 
 def test_consume_empty_after_timeout(tmp_path: Path) -> None:
     worker, consumer = make_worker(tmp_path, 500, [])
 
-    assert worker._consume() == []
+    assert worker._consume(worker.spec.batch_size, worker.spec.poll_timeout_s) == []
     assert consumer.calls == [("poll", None, 0.7)]
 
 
 def test_consume_batch_size_one(tmp_path: Path) -> None:
     worker, consumer = make_worker(tmp_path, 1, ["a", "b"])
 
-    assert worker._consume() == ["a"]
+    assert worker._consume(worker.spec.batch_size, worker.spec.poll_timeout_s) == ["a"]
     assert consumer.calls == [("poll", None, 0.7)]

@@ -99,7 +99,7 @@ class CdcBridge(GroupMember):
             self.health.ready = True
             while not self.stop.is_set():
                 self._resume_fresh()
-                messages = self.consumer.consume(self.config.bridge.batch_size, self.config.bridge.poll_timeout_s)
+                messages = self._consume(self.config.bridge.batch_size, self.config.bridge.poll_timeout_s)
                 if messages:
                     self.process(messages)
                 self._refresh_lag()

@@ -90,6 +90,20 @@ class GroupMember:
         self.assignment: set[tuple[str, int]] = set()
         self._lag_refreshed = 0.0
 
+    def _consume(self, batch_size: int, timeout_s: float) -> list[Any]:
+        """Wait up to ``timeout_s`` for one record, then take those already fetched, up to ``batch_size``.
+
+        ``consume(n, timeout)`` returns only once n records arrived or the timeout passed,
+        so at a low rate every record would wait the whole timeout. Here a batch contains
+        what arrived while the previous batch was processed.
+        """
+        first = self.consumer.poll(timeout_s)
+        if first is None:
+            return []
+        if batch_size == 1:
+            return [first]
+        return [first, *self.consumer.consume(batch_size - 1, 0)]
+
     def _on_retry_error(self, error: BaseException) -> None:
         """Hook for a subclass to record a failed attempt (for example, store down)."""
 

@@ -132,7 +132,7 @@ class Worker(GroupMember):
             self.health.ready = True
             while not self.stop.is_set():
                 self._resume_fresh()
-                messages = self._consume()
+                messages = self._consume(self.spec.batch_size, self.spec.poll_timeout_s)
                 if messages:
                     self.process(messages)
                 self._run_due()
@@ -142,20 +142,6 @@ class Worker(GroupMember):
                         self.worker_id)
         finally:
             self._shutdown()
-
-    def _consume(self) -> list[Message]:
-        """Wait up to poll_timeout_s for one record, then take those already fetched, up to batch_size.
-
-        ``consume(n, timeout)`` returns only once n records arrived or the timeout passed,
-        so at a low request rate every record would wait the whole timeout. Here a batch
-        contains what arrived while the previous batch was processed.
-        """
-        first = self.consumer.poll(self.spec.poll_timeout_s)
-        if first is None:
-            return []
-        if self.spec.batch_size == 1:
-            return [first]
-        return [first, *self.consumer.consume(self.spec.batch_size - 1, 0)]
 
     def _shutdown(self) -> None:
         self.health.ready = False
