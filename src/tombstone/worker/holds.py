@@ -43,14 +43,20 @@ class HoldBook:
         self._warned = False
 
     def refresh(self, timeout_s: float = 10.0) -> None:
-        """Read new hold records. A missing topic means that nobody placed a hold yet."""
+        """Read new hold records. A missing topic means that nobody placed a hold yet.
+
+        Raises:
+            RetriableKafkaError: the topic exists but cannot be read now. The caller must not
+                delete anything meanwhile, because a hold it has not seen may apply.
+        """
         try:
             for message in self._reader.read_new(timeout_s):
                 self._apply(message.key(), message.value())
         except RetriableKafkaError as exc:
+            if exc.code != "UNKNOWN_TOPIC_OR_PART":
+                raise
             if not self._warned:
-                logger.warning("Cannot read legal holds from %s (%s); none apply until it can be read",
-                               self._topic, exc)
+                logger.warning("The legal holds topic %s does not exist; no subject is held", self._topic)
                 self._warned = True
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:

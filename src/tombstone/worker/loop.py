@@ -173,7 +173,8 @@ class Worker(GroupMember):
         outcomes: dict[str, Outcome] = {}
         remaining: dict[str, int] = {}
         if batch.work:
-            self.holds.refresh()
+            # Fail closed: while the holds cannot be read, the batch waits instead of deleting.
+            self._retry("holds", self.holds.refresh)
             outcomes, remaining = self._retry("apply", lambda: self._apply_and_verify(batch))
             crash_point("after_apply")
 
@@ -245,7 +246,7 @@ class Worker(GroupMember):
         if now - self._due_checked < interval_s:
             return
         self._due_checked = now
-        self.holds.refresh()
+        self._retry("holds", self.holds.refresh)
         ready: dict[Step, list[DeletionRequest]] = {}
         for step, request in self.policy.due():
             ready.setdefault(step, []).append(request)

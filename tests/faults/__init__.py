@@ -1,0 +1,1 @@
+"""Fault suite: scenarios, a TCP fault proxy and an independent oracle (``python -m tests.faults``)."""
