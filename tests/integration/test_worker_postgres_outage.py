@@ -85,13 +85,14 @@ def acked(reader: ProofReader, requests: list[DeletionRequest]) -> int:
 
 def log_count(caplog: pytest.LogCaptureFixture, prefix: str) -> int:
     return sum(record.getMessage().startswith(prefix) for record in caplog.records
-               if record.name == "tombstone.worker.loop")
+               if record.name in ("tombstone.worker.loop", "tombstone.kafka.member"))
 
 
 def test_outage_pauses_then_completes(tmp_path: Path, pg_admin: PgAdmin, postgres_dsn: str,  # noqa: F811
                                       proof_reader: ProofReader, start_worker, caplog: pytest.LogCaptureFixture,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.INFO, logger="tombstone.worker.loop")
+    caplog.set_level(logging.INFO, logger="tombstone.kafka.member")  # rebalance lines
     monkeypatch.setenv("TOMBSTONE_PG_PASSWORD", conninfo_to_dict(postgres_dsn).get("password", ""))
     table = pg_admin.create_table("customer", "customer_id bigint, name text, updated_at_ms bigint")
     pg_admin.conn.cursor().executemany(
