@@ -108,7 +108,7 @@ def _literal(value: object) -> str:
 
 
 def _script_from_data() -> str:
-    """The three tables the capture needs, as SQL, from ``load_chinook`` (no invoice lines)."""
+    """Write the three tables the capture needs as SQL, from ``load_chinook`` (no invoice lines)."""
     data = load_chinook()
     rows = [_FALLBACK_DDL]
     for table, items in (("customer", data.customers), ("invoice", data.invoices)):

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 
 class Hold(BaseModel):
-    """Why a subject's data must stay, and who placed the hold."""
+    """A legal hold: the basis for keeping a subject's data, and who placed it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -43,7 +43,7 @@ class HoldBook:
         self._warned = False
 
     def refresh(self, timeout_s: float = 10.0) -> None:
-        """Read new hold records. A missing topic means that nobody placed a hold yet.
+        """Read new hold records. A missing topic means that no hold was placed yet.
 
         Raises:
             RetriableKafkaError: the topic exists but cannot be read now. The caller must not
