@@ -1,7 +1,7 @@
 """Copy the runtime dependencies of a POM into a cache directory with Maven, once.
 
 The broker, the Kafka Connect worker and the Debezium plugin each resolve their jars this
-way. A directory is complete once it holds a ``.complete`` marker; otherwise it is wiped
+way. A directory is complete once it contains a ``.complete`` marker; otherwise it is wiped
 and filled again, because a half-copied or mixed-version set of jars fails later with
 linkage errors that do not name the cause.
 """

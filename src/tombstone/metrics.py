@@ -20,6 +20,15 @@ logger = logging.getLogger(__name__)
 PREFIX = "tombstone"
 
 
+def forget_partition_series(gauges: tuple[Gauge, ...], owner: str, topic: str, partition: int) -> None:
+    """Remove the (owner, topic, partition) series of each gauge; a missing series is fine."""
+    for gauge in gauges:
+        try:
+            gauge.remove(owner, topic, str(partition))
+        except KeyError:
+            pass
+
+
 class WorkerMetrics:
     """Counters, gauges and histograms of one store worker."""
 
@@ -51,11 +60,7 @@ class WorkerMetrics:
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop the series of a partition this worker no longer owns."""
-        for gauge in (self.lag_records, self.lag_seconds):
-            try:
-                gauge.remove(self.store, topic, str(partition))
-            except KeyError:
-                pass
+        forget_partition_series((self.lag_records, self.lag_seconds), self.store, topic, partition)
 
 
 class HealthState:

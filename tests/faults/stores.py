@@ -3,7 +3,7 @@
 Each store under test writes the ``[store]`` table of a consumer spec and seeds items.
 It reports which seeded items are still present by reading the store directly: SQLite
 through its own read-only connection, PostgreSQL through psycopg, Redis with ``EXISTS``
-on the raw keys. The oracle never asks a worker. ``scan_subject`` runs the product's own
+on the raw keys. The oracle never queries a worker. ``scan_subject`` runs the product's own
 ``Store.scan_subject``, which the oracle compares with its direct probe.
 """
 

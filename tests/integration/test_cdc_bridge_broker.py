@@ -68,7 +68,8 @@ def produce(cdc_topic: str) -> Iterator[Callable[..., None]]:
         errors: list = []
         producer.produce(cdc_topic, key=key, value=value, headers=headers,
                          on_delivery=lambda error, _message: errors.append(error))
-        assert producer.flush(10) == 0 and errors == [None]
+        assert producer.flush(10) == 0
+        assert errors == [None]
 
     yield send
 
@@ -132,7 +133,8 @@ def test_replay_from_the_start_reproduces_the_same_request_ids(config: BridgeCon
     wait_for(lambda: committed(replay) == 6, 30, "the replay committed")
     bridge.join()
     ids = [r.request_id for r in requests()]
-    assert len(first) == 3 and sorted(ids) == sorted(first + first)
+    assert len(first) == 3
+    assert sorted(ids) == sorted(first + first)
 
 
 def test_undecodable_event_is_dead_lettered_before_its_offset_is_committed(config: BridgeConfig, produce) -> None:

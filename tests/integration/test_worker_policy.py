@@ -102,7 +102,8 @@ def test_cancel_within_the_grace_period_restores_hidden_data(tmp_path: Path, pro
         request_id = submit("customer:4", grace_s=600)
         wait_for(lambda: statuses(proof_reader, request_id) == [AckStatus.HIDDEN], 60, "HIDDEN")
         plan = cancel_request(KafkaSettings(), policy, request_id, "test")
-        assert plan.restorable == ["operational-db"] and plan.gone == []
+        assert plan.restorable == ["operational-db"]
+        assert plan.gone == []
         wait_for(lambda: AckStatus.CANCELLED in statuses(proof_reader, request_id), 60, "CANCELLED")
         assert rows(tmp_path, "customer", "customer_id = 4") == 1
         cancelled = view(policy, request_id)
@@ -177,7 +178,8 @@ def test_retention_that_has_ended_deletes_after_acking_retained(tmp_path: Path, 
         wait_for(lambda: statuses(proof_reader, request_id) == [AckStatus.RETAINED, AckStatus.DELETED], 60,
                  "RETAINED then DELETED")
         retained = [a for a in proof_reader.acks if a.request_id == request_id][0]
-        assert retained.legal_basis == "tax law" and retained.retained_until is not None
+        assert retained.legal_basis == "tax law"
+        assert retained.retained_until is not None
         assert rows(tmp_path, "customer", "customer_id = 5") == 0
     finally:
         worker.join()

@@ -35,7 +35,8 @@ def test_tombstones_off_ahead_of_a_compacted_topic_warns() -> None:
     config = {**BASE, "tombstones.on.delete": "false"}
     findings = check_connector(config, {"chinook.public.customer"})
     assert codes(findings) == ["no_tombstones"]
-    assert "chinook.public.customer" in findings[0].message and "tombstones.on.delete=true" in findings[0].message
+    assert "chinook.public.customer" in findings[0].message
+    assert "tombstones.on.delete=true" in findings[0].message
     assert check_connector(config, set()) == []  # not compacted: nothing to lose
 
 
@@ -127,7 +128,8 @@ def test_connector_file_with_config_object_and_env(tmp_path: Path, monkeypatch: 
                                                         "tombstones.on.delete": False}}))
     monkeypatch.delenv("PGPORT_TEST", raising=False)
     config = load_connector_config(path)
-    assert config["database.port"] == "55432" and config["tombstones.on.delete"] == "false"
+    assert config["database.port"] == "55432"
+    assert config["tombstones.on.delete"] == "false"
     assert codes(check_connector(config, None)) == ["no_tombstones"]
 
 

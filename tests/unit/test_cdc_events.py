@@ -120,7 +120,8 @@ def test_delete_without_key_or_before_image_is_rejected_with_the_fix() -> None:
     decision = build_request(SETTINGS, TABLE, event, SOURCE)
     assert isinstance(decision, Reject)
     assert decision.reason == "cdc_missing_identity"
-    assert "REPLICA IDENTITY FULL" in decision.message and "primary key" in decision.message
+    assert "REPLICA IDENTITY FULL" in decision.message
+    assert "primary key" in decision.message
 
 
 def test_blank_non_key_column_of_a_full_identity_delete_is_missing_identity() -> None:
@@ -168,7 +169,7 @@ def test_out_of_range_source_positions_are_ignored_not_fatal(field: str, value: 
     event = parse_event(ev.key(17), json.dumps(document).encode())
     assert getattr(event, "source_ts_ms" if field == "ts_ms" else "lsn") is None
     decision = build_request(SETTINGS, TABLE, event, SOURCE)
-    assert isinstance(decision, Emit)  # the record timestamp or the position stands in
+    assert isinstance(decision, Emit)  # the record timestamp or the position is used instead
 
 
 def test_huge_integers_are_undecodable_not_a_crash() -> None:

@@ -168,8 +168,8 @@ class CdcBridge(GroupMember):
         except DecodeError as exc:
             decision = Reject(exc.reason, str(exc))
         except Exception as exc:  # noqa: BLE001 - one odd record must not stop the bridge
-            # A record that breaks the bridge in a way no check foresaw would crash it on
-            # every restart; the dead letter keeps it, and the bridge goes on.
+            # Raising here would crash the bridge on this record at every restart, so the
+            # dead letter keeps the record and the bridge goes on.
             logger.exception("%s could not be handled", position)
             decision = Reject("cdc_unprocessable", f"The bridge failed on this record with {type(exc).__name__}.")
         if isinstance(decision, Skip):

@@ -1,6 +1,6 @@
 """Check the source tables: do their delete events carry the key columns the bridge maps?
 
-What a delete event holds depends on the table's replica identity:
+What a delete event contains depends on the table's replica identity:
 
 - DEFAULT with a primary key: the record key holds the primary key; the before image
   holds the primary key too, and defaults (0, "", null) in every other column.

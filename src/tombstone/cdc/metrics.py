@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from tombstone.metrics import PREFIX
+from tombstone.metrics import PREFIX, forget_partition_series
 
 
 class BridgeMetrics:
@@ -41,8 +41,5 @@ class BridgeMetrics:
                             ["bridge"], registry=r)
 
     def forget_partition(self, topic: str, partition: int) -> None:
-        for gauge in (self.lag_records, self.lag_seconds):
-            try:
-                gauge.remove(self.bridge, topic, str(partition))
-            except KeyError:
-                pass
+        """Drop the series of a partition this bridge no longer owns."""
+        forget_partition_series((self.lag_records, self.lag_seconds), self.bridge, topic, partition)

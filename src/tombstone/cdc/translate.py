@@ -104,8 +104,8 @@ def request_id(settings: BridgeSettings, table: TableMapping, subject: str, even
     if event.lsn is not None:
         identity = f"lsn|{event.lsn}|{event.tx_id or ''}|{event.source_ts_ms or ''}"
     elif event.source_ts_ms is not None:
-        # Without the LSN, a re-sent change still has its commit time; a row deleted twice
-        # in one millisecond is not a case worth a second request.
+        # Without the LSN, a re-sent change still has its commit time. A row deleted twice
+        # in one millisecond gets one request, which covers both deletes.
         identity = f"ts|{event.source_ts_ms}"
     else:
         identity = f"pos|{source.partition}|{source.offset}"
@@ -126,7 +126,7 @@ def cutoff(event: ChangeEvent, source: Source) -> tuple[datetime, str] | Reject:
 
 def build_request(settings: BridgeSettings, table: TableMapping, event: ChangeEvent,
                   source: Source) -> Decision:
-    """Build the request for a delete or a lone tombstone, or say why it cannot be one."""
+    """Build the request for a delete or a lone tombstone, or the reason it cannot be one."""
     subject = subject_id(event, table)
     if isinstance(subject, Reject):
         return subject

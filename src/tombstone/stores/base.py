@@ -41,7 +41,7 @@ class Outcome:
     items_affected: int
     replayed: bool = False
     reason_code: str | None = None
-    # RETAINED and ANONYMIZED name why data stays; RETAINED and HIDDEN say until when.
+    # RETAINED and ANONYMIZED name the legal basis. RETAINED and HIDDEN give the end date.
     legal_basis: str | None = None
     retained_until: datetime | None = None
 
@@ -112,7 +112,7 @@ class Store(abc.ABC):
     actions: frozenset[str] = frozenset({"delete", "retain"})
 
     def check_policy(self, data_class: str, action: str, fields: Sequence[str] = ()) -> None:
-        """Fail at start-up when the inventory asks for an action this store cannot do.
+        """Raise at start-up when the inventory requests an action this store cannot do.
 
         Raises:
             ConfigError: naming the store, the data class and the action.
